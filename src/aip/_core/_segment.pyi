@@ -1,0 +1,3 @@
+SEGMENT_PREFIX: str
+
+def random_segment_name() -> str: ...

@@ -1,0 +1,492 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""ResultRing: a bounded lock-free ring of fixed-size records in shared memory.
+
+Many producer processes, one consumer. Each producer handle owns a lane, a
+single-producer/single-consumer ring of its own (head and tail counters on
+separate cache lines, cells packed); the consumer drains the lanes in turn.
+
+Why lanes rather than one multi-producer ring with per-cell sequence
+numbers (Vyukov): in a shared ring a producer that dies between taking a
+position and completing its record leaves a hole the consumer must wait on,
+or skip after a guess about liveness. With a lane per producer a record
+becomes visible only when its own producer publishes the lane's tail, after
+the bytes; a producer killed mid-write leaves a half record nobody will ever
+read, and every other lane flows on. A put is a copy and one release store:
+no read-modify-write on a line shared with other producers. The cost is a
+fixed number of producers (``max_producers``) and per-producer, not global,
+FIFO order, which is what results keyed by frame id need.
+"""
+from cpython.buffer cimport (
+    PyBUF_C_CONTIGUOUS, PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release,
+    PyObject_GetBuffer,
+)
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport EPERM, errno
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+from posix.signal cimport kill
+from posix.unistd cimport getpid
+
+from aip._core._layout cimport (
+    AIP_AGAIN, AIP_CLOSED, AIP_EMPTY, AIP_FULL, AIP_MAGIC_RESULT_RING,
+    AIP_NO_LANE, AIP_OK, AIP_TIMEOUT, aip_cas_u64, aip_fetch_add_u32,
+    aip_lane, aip_load_u32_acquire, aip_load_u64_acquire, aip_load_u64_relaxed,
+    aip_ring_header, aip_store_u32_release, aip_store_u64_release,
+    aip_wake_all,
+)
+from aip._core._segment cimport (
+    Segment, check_header, create_segment, header_of, init_header,
+    open_segment, publish_header,
+)
+from aip._core._status cimport raise_for_status
+from aip._core._status import RingError
+from aip._core._sync cimport deadline_after, wait_until, wake_sleepers
+
+cdef enum:
+    LINE = 64
+    MAX_LANES = 1024
+    MAX_RECORD_SIZE = 1 << 24
+
+# Handles made by this process; with the pid it makes a token no other live
+# handle has (a forked child gets its own pid, hence its own tokens).
+cdef uint32_t _handles_made = 0
+
+
+cdef inline uint64_t _round_up(uint64_t n, uint64_t to) noexcept nogil:
+    return (n + to - 1) // to * to
+
+
+cdef bint _token_alive(uint64_t token) noexcept:
+    """Is the process that holds ``token`` still running?"""
+    cdef int pid = <int>(token >> 32)
+    if pid == <int>getpid():
+        return True
+    # kill(pid, 0) probes without sending; EPERM means it exists (not ours).
+    return kill(pid, 0) == 0 or errno == EPERM
+
+
+# ---- attempts: one try each, no waiting; AIP_EMPTY / AIP_FULL = not yet ----
+
+ctypedef struct put_attempt:
+    aip_lane *lane
+    char *cells          # this lane's cells
+    uint64_t mask        # capacity - 1
+    uint32_t record_size
+    const char *record
+    uint64_t tail        # in/out: the producer's tail
+    uint64_t head_seen   # in/out: the producer's cached head
+
+
+cdef int try_put(void *p) noexcept nogil:
+    cdef put_attempt *a = <put_attempt *>p
+    if a.tail - a.head_seen > a.mask:
+        # Looks full by our stale copy: read the real head. Acquire: the
+        # consumer had finished reading those cells before it moved head.
+        a.head_seen = aip_load_u64_acquire(&a.lane.head)
+        if a.tail - a.head_seen > a.mask:
+            return AIP_FULL
+    memcpy(a.cells + (a.tail & a.mask) * a.record_size, a.record, a.record_size)
+    a.tail += 1
+    # Release: the record bytes are visible to whoever reads this tail.
+    aip_store_u64_release(&a.lane.tail, a.tail)
+    return AIP_OK
+
+
+ctypedef struct get_attempt:
+    aip_lane *lanes
+    char *cells          # lane 0's cells
+    uint64_t lane_bytes
+    uint64_t mask
+    uint32_t n_lanes
+    uint32_t record_size
+    uint32_t next_lane   # in/out: where to look first (round-robin fairness)
+    char *out
+    Py_ssize_t max_records
+    Py_ssize_t count     # out
+
+
+cdef int try_get(void *p) noexcept nogil:
+    cdef get_attempt *a = <get_attempt *>p
+    cdef uint32_t k, i
+    cdef uint64_t head, tail, n, first, start
+    cdef aip_lane *lane
+    cdef char *cells
+    cdef Py_ssize_t got = 0
+    cdef uint32_t first_lane = a.next_lane
+    for k in range(a.n_lanes):
+        if got == a.max_records:
+            break
+        i = (first_lane + k) % a.n_lanes
+        lane = &a.lanes[i]
+        head = aip_load_u64_relaxed(&lane.head)  # only the consumer writes it
+        tail = aip_load_u64_acquire(&lane.tail)  # acquire: pairs with try_put's release
+        n = tail - head
+        if n == 0:
+            continue
+        if n > <uint64_t>(a.max_records - got):
+            n = a.max_records - got
+        cells = a.cells + i * a.lane_bytes
+        start = head & a.mask
+        first = a.mask + 1 - start  # records before the wrap
+        if first > n:
+            first = n
+        memcpy(a.out + got * a.record_size, cells + start * a.record_size,
+               first * a.record_size)
+        if n > first:
+            memcpy(a.out + (got + first) * a.record_size, cells, (n - first) * a.record_size)
+        # Release: our reads of those cells finish before the producer,
+        # seeing the new head, may overwrite them.
+        aip_store_u64_release(&lane.head, head + n)
+        wake_sleepers(&lane.space_seq, &lane.space_sleeping)
+        got += n
+        a.next_lane = (i + 1) % a.n_lanes
+    if got == 0:
+        return AIP_EMPTY
+    a.count = got
+    return AIP_OK
+
+
+cdef class ResultRing:
+    """Fixed-size records from many processes to one, through shared memory.
+
+    Create with :meth:`create`, open elsewhere with :meth:`attach`. Any handle
+    may put (it takes a producer lane on its first put) and one handle at a
+    time may get (it takes the consumer role on its first get). Records are
+    bytes-like objects of exactly ``record_size`` bytes, e.g. the bytes of a
+    numpy structured scalar; :meth:`get_many` fills a numpy array directly.
+    """
+
+    def __cinit__(self):
+        self._header = NULL
+        self._lane = -1
+        self._consumer = False
+
+    def __dealloc__(self):
+        if self._header != NULL:
+            self._release_roles()
+
+    @classmethod
+    def create(cls, name=None, *, capacity=1024, record_size=64, max_producers=8):
+        """Create a ring: ``capacity`` records (a power of two) per producer,
+        ``record_size`` bytes each, up to ``max_producers`` producers at once.
+
+        ``name`` defaults to a random, unguessable ``aip_...`` name.
+        """
+        if capacity < 2 or capacity > (1 << 30) or capacity & (capacity - 1):
+            raise ValueError(f"capacity must be a power of two in 2..2**30, got {capacity}")
+        if not 1 <= record_size <= MAX_RECORD_SIZE:
+            raise ValueError(f"record_size must be in 1..{MAX_RECORD_SIZE}, got {record_size}")
+        if not 1 <= max_producers <= MAX_LANES:
+            raise ValueError(f"max_producers must be in 1..{MAX_LANES}, got {max_producers}")
+        cdef uint64_t lanes_offset = sizeof(aip_ring_header)
+        cdef uint64_t cells_offset = _round_up(lanes_offset + max_producers * sizeof(aip_lane), LINE)
+        cdef uint64_t lane_bytes = <uint64_t>capacity * record_size
+        cdef Segment segment = create_segment(name, cells_offset + lane_bytes * max_producers)
+        cdef aip_ring_header *header = <aip_ring_header *>header_of(segment)
+        init_header(segment, sizeof(aip_ring_header))
+        header.capacity = capacity
+        header.record_size = record_size
+        header.n_lanes = max_producers
+        header.lanes_offset = lanes_offset
+        header.cells_offset = cells_offset
+        publish_header(segment, AIP_MAGIC_RESULT_RING)
+        return cls._bind(segment)
+
+    @classmethod
+    def attach(cls, str name):
+        """Open an existing ring; ValueError if ``name`` is not one of ours."""
+        cdef Segment segment = open_segment(name)
+        cdef aip_ring_header *h
+        try:
+            check_header(segment, AIP_MAGIC_RESULT_RING, "ResultRing", sizeof(aip_ring_header))
+            h = <aip_ring_header *>header_of(segment)
+            if (h.capacity < 2 or h.capacity & (h.capacity - 1) or h.n_lanes == 0
+                    or h.lanes_offset + h.n_lanes * sizeof(aip_lane) > h.cells_offset
+                    or h.cells_offset + <uint64_t>h.capacity * h.record_size * h.n_lanes
+                    > <uint64_t>segment.size):
+                raise ValueError(f"ResultRing {name!r} has an inconsistent header: corrupt segment")
+            return cls._bind(segment)
+        except BaseException:
+            segment.close()
+            raise
+
+    @classmethod
+    def _bind(cls, Segment segment):
+        global _handles_made
+        cdef ResultRing ring = cls.__new__(cls)
+        cdef aip_ring_header *h = <aip_ring_header *>header_of(segment)
+        ring._segment = segment
+        ring._header = h
+        ring._lanes = <aip_lane *>(segment.base + h.lanes_offset)
+        ring._cells = segment.base + h.cells_offset
+        ring.capacity = h.capacity
+        ring.record_size = h.record_size
+        ring.max_producers = h.n_lanes
+        ring._lane_bytes = <uint64_t>h.capacity * h.record_size
+        _handles_made += 1
+        ring._token = (<uint64_t>getpid() << 32) | _handles_made
+        ring._next_lane = 0
+        return ring
+
+    # ---- lifecycle -------------------------------------------------------
+
+    @property
+    def name(self):
+        """The segment's name: pass it to :meth:`attach` in another process."""
+        return self._segment.name
+
+    @property
+    def closed(self):
+        """True once this handle is closed."""
+        return self._header == NULL
+
+    @property
+    def is_shutdown(self):
+        """True once :meth:`shutdown` was called by any process."""
+        return aip_load_u32_acquire(&self._live_header().seg.closed) != 0
+
+    cdef aip_ring_header *_live_header(self) except NULL:
+        if self._header == NULL:
+            raise ValueError("ResultRing is closed")
+        return self._header
+
+    cdef void _release_roles(self) noexcept:
+        cdef uint64_t expected
+        if self._lane >= 0:
+            expected = self._token
+            aip_cas_u64(&self._lanes[self._lane].owner_token, &expected, 0)
+            self._lane = -1
+        if self._consumer:
+            expected = self._token
+            aip_cas_u64(&self._header.consumer_token, &expected, 0)
+            self._consumer = False
+
+    def close(self):
+        """Give back this handle's lane / consumer role and unmap it."""
+        if self._header != NULL:
+            self._release_roles()
+            self._header = NULL
+            self._segment.close()
+
+    def unlink(self):
+        """Remove the segment's name; call once, from the creator."""
+        self._segment.unlink()
+
+    def shutdown(self):
+        """Tell every process the ring is done: blocked calls wake; puts
+        raise ``Closed``; gets return what is left, then raise ``Closed``."""
+        cdef aip_ring_header *h = self._live_header()
+        cdef uint32_t i
+        aip_store_u32_release(&h.seg.closed, 1)
+        aip_fetch_add_u32(&h.data_seq, 1)
+        aip_wake_all(&h.data_seq)
+        for i in range(h.n_lanes):
+            aip_fetch_add_u32(&self._lanes[i].space_seq, 1)
+            aip_wake_all(&self._lanes[i].space_seq)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        """Close; the creating handle also unlinks."""
+        created = self._segment.created
+        self.close()
+        if created:
+            self.unlink()
+
+    def __len__(self):
+        """Records published and not yet consumed, over all lanes."""
+        cdef aip_ring_header *h = self._live_header()
+        cdef uint32_t i
+        cdef uint64_t pending = 0
+        for i in range(h.n_lanes):
+            pending += (aip_load_u64_acquire(&self._lanes[i].tail)
+                        - aip_load_u64_acquire(&self._lanes[i].head))
+        return pending
+
+    def __repr__(self):
+        if self._header == NULL:
+            return f"<ResultRing {self._segment.name!r} closed>"
+        return (f"<ResultRing {self._segment.name!r} capacity={self.capacity} "
+                f"record_size={self.record_size} max_producers={self.max_producers}>")
+
+    # ---- roles -----------------------------------------------------------
+
+    cdef int _take_lane(self) except -1:
+        cdef uint32_t i
+        cdef uint64_t owner
+        for i in range(self.max_producers):
+            owner = aip_load_u64_acquire(&self._lanes[i].owner_token)
+            # A lane whose producer died is taken over: the records it
+            # published stay readable, its half-written one is overwritten.
+            if owner != 0 and _token_alive(owner):
+                continue
+            if aip_cas_u64(&self._lanes[i].owner_token, &owner, self._token):
+                self._lane = i
+                self._tail = aip_load_u64_acquire(&self._lanes[i].tail)
+                self._head_seen = aip_load_u64_acquire(&self._lanes[i].head)
+                return 0
+        raise_for_status(AIP_NO_LANE, f"all {self.max_producers} producer lanes of ring "
+                         f"{self.name!r} are held by live producers: create it with a "
+                         "larger max_producers")
+
+    cdef int _take_consumer_role(self) except -1:
+        cdef uint64_t holder
+        while True:
+            holder = aip_load_u64_acquire(&self._header.consumer_token)
+            if holder != 0 and _token_alive(holder):
+                raise RingError(
+                    f"ResultRing {self.name!r} already has a consumer (process "
+                    f"{holder >> 32}); one handle at a time may get")
+            if aip_cas_u64(&self._header.consumer_token, &holder, self._token):
+                self._consumer = True
+                return 0
+
+    # ---- producer side ---------------------------------------------------
+
+    def put(self, record, timeout=None):
+        """Append one record (bytes-like, exactly ``record_size`` bytes).
+
+        Waits up to ``timeout`` seconds for room (None: forever; 0: don't
+        wait) and raises ``Full`` if none comes, ``Closed`` after shutdown.
+        """
+        cdef aip_ring_header *h = self._live_header()
+        if aip_load_u32_acquire(&h.seg.closed):
+            raise_for_status(AIP_CLOSED, "ResultRing was shut down")
+        if self._lane < 0:
+            self._take_lane()
+        cdef Py_buffer view
+        PyObject_GetBuffer(record, &view, PyBUF_SIMPLE)
+        cdef put_attempt a
+        cdef int status
+        cdef int64_t deadline
+        cdef aip_lane *lane = &self._lanes[self._lane]
+        try:
+            if view.len != self.record_size:
+                raise ValueError(f"record is {view.len} bytes, the ring's records "
+                                 f"are {self.record_size}")
+            a.lane = lane
+            a.cells = self._cells + self._lane * self._lane_bytes
+            a.mask = self.capacity - 1
+            a.record_size = self.record_size
+            a.record = <const char *>view.buf
+            a.tail = self._tail
+            a.head_seen = self._head_seen
+            status = try_put(&a)
+            if status == AIP_FULL and timeout != 0:
+                deadline = deadline_after(timeout)
+                while True:
+                    with nogil:
+                        status = wait_until(try_put, &a, &lane.space_seq,
+                                            &lane.space_sleeping, &h.seg.closed, deadline)
+                    if status != AIP_AGAIN:
+                        break
+                    PyErr_CheckSignals()
+        finally:
+            PyBuffer_Release(&view)
+        self._tail = a.tail
+        self._head_seen = a.head_seen
+        if status == AIP_OK:
+            wake_sleepers(&h.data_seq, &h.consumer_sleeping)
+            return
+        if status == AIP_TIMEOUT:
+            status = AIP_FULL
+        if status == AIP_CLOSED:
+            raise_for_status(status, f"ResultRing {self.name!r} was shut down")
+        raise_for_status(status, f"ResultRing {self.name!r} lane {self._lane} is full")
+
+    def put_nowait(self, record):
+        """Append one record or raise ``Full`` at once."""
+        self.put(record, 0)
+
+    # ---- consumer side ---------------------------------------------------
+
+    cdef int _get_into(self, char *out, Py_ssize_t max_records, object timeout,
+                       Py_ssize_t *count) except -1:
+        cdef aip_ring_header *h = self._live_header()
+        if not self._consumer:
+            self._take_consumer_role()
+        cdef get_attempt a
+        a.lanes = self._lanes
+        a.cells = self._cells
+        a.lane_bytes = self._lane_bytes
+        a.mask = self.capacity - 1
+        a.n_lanes = self.max_producers
+        a.record_size = self.record_size
+        a.next_lane = self._next_lane
+        a.out = out
+        a.max_records = max_records
+        a.count = 0
+        cdef int status
+        cdef int64_t deadline
+        status = try_get(&a)
+        if status == AIP_EMPTY and timeout != 0:
+            deadline = deadline_after(timeout)
+            while True:
+                with nogil:
+                    status = wait_until(try_get, &a, &h.data_seq, &h.consumer_sleeping,
+                                        &h.seg.closed, deadline)
+                if status != AIP_AGAIN:
+                    break
+                PyErr_CheckSignals()
+        elif status == AIP_EMPTY and aip_load_u32_acquire(&h.seg.closed):
+            status = AIP_CLOSED
+        self._next_lane = a.next_lane
+        count[0] = a.count
+        return status
+
+    def get(self, timeout=None):
+        """Take one record, as bytes.
+
+        Waits up to ``timeout`` seconds (None: forever; 0: don't wait) and
+        raises ``Empty`` if nothing comes, ``Closed`` once the ring is shut
+        down and drained.
+        """
+        cdef bytes record = PyBytes_FromStringAndSize(NULL, self.record_size)
+        cdef Py_ssize_t count
+        cdef int status = self._get_into(PyBytes_AS_STRING(record), 1, timeout, &count)
+        if status == AIP_OK:
+            return record
+        if status == AIP_TIMEOUT:
+            status = AIP_EMPTY
+        raise_for_status(status, self._empty_message(status))
+
+    def _empty_message(self, int status):
+        if status == AIP_CLOSED:
+            return f"ResultRing {self.name!r} was shut down and is drained"
+        return f"ResultRing {self.name!r} is empty"
+
+    def get_nowait(self):
+        """Take one record or raise ``Empty`` at once."""
+        return self.get(0)
+
+    def get_many(self, out, timeout=None):
+        """Fill ``out`` with as many records as are ready; return how many.
+
+        ``out`` is a writable C-contiguous buffer of whole records, typically
+        a numpy structured array whose itemsize is ``record_size`` (or a
+        ``(n, record_size)`` uint8 array): records are copied straight into
+        it, no Python object per record. Waits up to ``timeout`` seconds for
+        the first record (None: forever; 0: don't wait) and returns 0 if none
+        came; raises ``Closed`` once the ring is shut down and drained.
+        """
+        cdef Py_buffer view
+        cdef Py_ssize_t count = 0
+        cdef int status
+        PyObject_GetBuffer(out, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+        try:
+            if view.len % self.record_size:
+                raise ValueError(f"out is {view.len} bytes, not a whole number of "
+                                 f"{self.record_size}-byte records")
+            if view.len == 0:
+                return 0
+            status = self._get_into(<char *>view.buf, view.len // self.record_size,
+                                    timeout, &count)
+        finally:
+            PyBuffer_Release(&view)
+        if status == AIP_OK:
+            return count
+        if status == AIP_TIMEOUT or status == AIP_EMPTY:
+            return 0
+        raise_for_status(status, self._empty_message(status))

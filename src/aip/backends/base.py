@@ -1,0 +1,115 @@
+"""The backend interface: one runtime on one device, loaded inside its worker.
+
+A :class:`BackendSpec` is a small picklable description made in the manager;
+the worker process turns it into a :class:`Backend` with :func:`create`,
+loads and warms it up there (models, sessions and devices never cross a
+process boundary), then calls :meth:`Backend.infer` once per frame.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+# name -> module defining a Backend subclass called ``BACKEND``
+REGISTRY = {
+    "sim": "aip.backends.sim",
+    "cpu": "aip.backends.torch_backend",
+    "cuda": "aip.backends.torch_backend",
+    "mps": "aip.backends.torch_backend",
+    "onnx": "aip.backends.onnx_backend",
+    "coreml": "aip.backends.coreml_backend",
+}
+
+
+class BackendUnavailable(RuntimeError):
+    """This machine cannot run the backend; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What a worker needs to build its backend: picklable, no live objects.
+
+    ``name`` is a key of REGISTRY; ``options`` are the backend's own settings
+    (model path, device index, threads, fp16, the sim latency, ...).
+    """
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    label: str = ""  # shown in reports; defaults to the name
+
+    @property
+    def display_name(self) -> str:
+        return self.label or self.name
+
+
+class Backend(ABC):
+    """One inference runtime on one device."""
+
+    #: Does ``infer`` take a letterboxed (1, 3, H, W) tensor (True) or the raw
+    #: BGR frame (False, e.g. the sim backend)?
+    wants_tensor: bool = True
+
+    def __init__(self, spec: BackendSpec) -> None:
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    @abstractmethod
+    def device(self) -> str:
+        """Where it runs, for reports: "cpu", "cuda:0", "ANE", ..."""
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """(height, width) of the tensor ``infer`` takes."""
+        return (640, 640)
+
+    @property
+    def input_dtype(self) -> np.dtype[Any]:
+        return np.dtype(np.float32)
+
+    @classmethod
+    def check_available(cls, spec: BackendSpec) -> None:
+        """Raise BackendUnavailable if this machine cannot run ``spec``.
+
+        Cheap: called in the manager before any worker starts.
+        """
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the model and warm it up (in the worker process)."""
+
+    @abstractmethod
+    def infer(self, batch: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Run the model on one input; return its raw output (1, 4+nc, N)."""
+
+    def close(self) -> None:
+        """Free the runtime's resources."""
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The Backend subclass registered as ``name``."""
+    if name not in REGISTRY:
+        raise BackendUnavailable(
+            f"unknown backend {name!r}; known backends: {', '.join(sorted(REGISTRY))}"
+        )
+    module = importlib.import_module(REGISTRY[name])
+    cls: type[Backend] = module.BACKEND
+    return cls
+
+
+def create(spec: BackendSpec) -> Backend:
+    """Build the backend of ``spec`` (not loaded yet)."""
+    return backend_class(spec.name)(spec)
+
+
+def check_available(spec: BackendSpec) -> None:
+    """Raise BackendUnavailable with the reason if ``spec`` cannot run here."""
+    backend_class(spec.name).check_available(spec)

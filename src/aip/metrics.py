@@ -1,0 +1,246 @@
+"""Counters and latency distributions of a pipeline run, and their reports.
+
+:class:`Metrics` holds the seed paper's section 5 figures (frames generated,
+assigned, processed and ordered, buffer-full waits, frames and latency per
+backend, overall FPS) plus dropped frames, latency percentiles, the
+calibrated ideal FPS, scheduling efficiency and the manager's CPU time. It
+reports as a Python object, a JSON-able dict and a fixed-width text table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+__all__ = ["BackendMetrics", "LatencyStats", "Metrics"]
+
+# Histogram layout. Buckets grow by 2 %, so the geometric middle of a bucket
+# is within 1 % of every value in it; 1 us .. 1 h then takes ~1,100 buckets
+# (a few KiB per distribution, whatever the run length). Values outside the
+# range land in the first/last bucket and are still exact in min/max/mean.
+_LOWEST_S: Final = 1e-6
+_HIGHEST_S: Final = 3600.0
+_GROWTH: Final = 1.02
+_LOG_GROWTH: Final = math.log(_GROWTH)
+_N_BUCKETS: Final = math.ceil(math.log(_HIGHEST_S / _LOWEST_S) / _LOG_GROWTH) + 2
+
+
+class LatencyStats:
+    """A latency distribution in bounded memory (a log-bucket histogram).
+
+    ``count``, ``mean``, ``min`` and ``max`` are exact; percentiles are
+    within about 1 % of the exact (nearest-rank) value, and exact at the
+    extremes. All times in seconds.
+    """
+
+    def __init__(self) -> None:
+        # Bucket 0 holds values below _LOWEST_S; bucket i >= 1 holds
+        # [_LOWEST_S * G**(i-1), _LOWEST_S * G**i); the last one also everything above.
+        # A list, not an ndarray: incrementing a Python int is the cheaper hot path.
+        self._counts = [0] * _N_BUCKETS
+        self.count = 0
+        self.total_s = 0.0
+        self.min_s = math.inf
+        self.max_s = 0.0
+
+    def record(self, seconds: float) -> None:
+        """Add one latency sample."""
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"latency must be finite and >= 0, got {seconds!r}")
+        if seconds < _LOWEST_S:
+            bucket = 0
+        else:
+            bucket = min(int(math.log(seconds / _LOWEST_S) / _LOG_GROWTH) + 1, _N_BUCKETS - 1)
+        self._counts[bucket] += 1
+        self.count += 1
+        self.total_s += seconds
+        self.min_s = min(self.min_s, seconds)
+        self.max_s = max(self.max_s, seconds)
+
+    @property
+    def mean_s(self) -> float:
+        """Mean latency (NaN when empty)."""
+        return self.total_s / self.count if self.count else math.nan
+
+    def percentile(self, q: float) -> float:
+        """The ``q``-th percentile (0..100), nearest rank; NaN when empty."""
+        if not 0 <= q <= 100:
+            raise ValueError(f"percentile must be in [0, 100], got {q}")
+        if not self.count:
+            return math.nan
+        rank = max(1, math.ceil(q / 100 * self.count))
+        if rank == 1:  # the extremes are known exactly
+            return self.min_s
+        if rank == self.count:
+            return self.max_s
+        bucket = int(np.searchsorted(np.cumsum(self._counts), rank))
+        middle = _LOWEST_S * math.exp((bucket - 0.5) * _LOG_GROWTH)  # geometric middle
+        return min(max(middle, self.min_s), self.max_s)
+
+    @property
+    def p50_s(self) -> float:
+        return self.percentile(50)
+
+    @property
+    def p95_s(self) -> float:
+        return self.percentile(95)
+
+    @property
+    def p99_s(self) -> float:
+        return self.percentile(99)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Summary in milliseconds; ``None`` for figures of an empty distribution."""
+
+        def ms(seconds: float) -> float | None:
+            return seconds * 1e3 if self.count else None
+
+        return {
+            "count": self.count,
+            "mean_ms": ms(self.mean_s),
+            "p50_ms": ms(self.p50_s),
+            "p95_ms": ms(self.p95_s),
+            "p99_ms": ms(self.p99_s),
+            "max_ms": ms(self.max_s),
+        }
+
+
+@dataclass
+class BackendMetrics:
+    """Frames served by one backend and their latencies."""
+
+    frames: int = 0
+    inference: LatencyStats = field(default_factory=LatencyStats)
+    end_to_end: LatencyStats = field(default_factory=LatencyStats)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "frames": self.frames,
+            "inference": self.inference.to_dict(),
+            "end_to_end": self.end_to_end.to_dict(),
+        }
+
+
+@dataclass
+class Metrics:
+    """Figures of one pipeline run.
+
+    The manager bumps the plain counters itself and records per-frame
+    figures with :meth:`record_processed` (a worker's result arrived) and
+    :meth:`record_ordered` (that result left the reorder buffer). Ordered
+    frames count results only: gaps for dropped frames are in
+    ``frames_dropped``. ``end_to_end`` is ingest to ordered output.
+    """
+
+    frames_generated: int = 0
+    frames_assigned: int = 0
+    frames_processed: int = 0
+    frames_ordered: int = 0
+    frames_dropped: int = 0
+    buffer_full_waits: int = 0
+    wall_time_s: float = 0.0
+    manager_cpu_s: float = 0.0
+    ideal_fps: float | None = None
+    """Calibrated ideal throughput (sum of the backends' together-FPS), if known."""
+    backends: dict[str, BackendMetrics] = field(default_factory=dict)
+    inference: LatencyStats = field(default_factory=LatencyStats)
+    end_to_end: LatencyStats = field(default_factory=LatencyStats)
+    fps_timeline: list[int] = field(default_factory=list)
+    """Ordered frames in each whole second since the run started (for FPS plots)."""
+
+    def record_processed(self, backend: str, inference_s: float) -> None:
+        """Count a result from ``backend`` whose inference took ``inference_s``."""
+        per_backend = self.backends.setdefault(backend, BackendMetrics())
+        per_backend.frames += 1
+        per_backend.inference.record(inference_s)
+        self.inference.record(inference_s)
+        self.frames_processed += 1
+
+    def record_ordered(self, backend: str, end_to_end_s: float, elapsed_s: float) -> None:
+        """Count a result released in order, ``elapsed_s`` after the run started."""
+        self.backends.setdefault(backend, BackendMetrics()).end_to_end.record(end_to_end_s)
+        self.end_to_end.record(end_to_end_s)
+        self.frames_ordered += 1
+        second = max(int(elapsed_s), 0)
+        if second >= len(self.fps_timeline):
+            self.fps_timeline.extend([0] * (second + 1 - len(self.fps_timeline)))
+        self.fps_timeline[second] += 1
+
+    @property
+    def fps(self) -> float:
+        """Ordered frames per second of wall time (0 before any time has passed)."""
+        return self.frames_ordered / self.wall_time_s if self.wall_time_s > 0 else 0.0
+
+    @property
+    def scheduling_efficiency(self) -> float | None:
+        """Achieved / calibrated ideal FPS, or ``None`` without a calibration."""
+        return self.fps / self.ideal_fps if self.ideal_fps else None
+
+    @property
+    def manager_cpu_pct(self) -> float:
+        """Manager CPU time as a percentage of one core over the wall time."""
+        return 100 * self.manager_cpu_s / self.wall_time_s if self.wall_time_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """All figures as plain JSON types (latencies in ms, ``None`` when unknown)."""
+        return {
+            "frames_generated": self.frames_generated,
+            "frames_assigned": self.frames_assigned,
+            "frames_processed": self.frames_processed,
+            "frames_ordered": self.frames_ordered,
+            "frames_dropped": self.frames_dropped,
+            "buffer_full_waits": self.buffer_full_waits,
+            "wall_time_s": self.wall_time_s,
+            "fps": self.fps,
+            "ideal_fps": self.ideal_fps,
+            "scheduling_efficiency": self.scheduling_efficiency,
+            "manager_cpu_s": self.manager_cpu_s,
+            "manager_cpu_pct": self.manager_cpu_pct,
+            "inference": self.inference.to_dict(),
+            "end_to_end": self.end_to_end.to_dict(),
+            "backends": {name: b.to_dict() for name, b in self.backends.items()},
+            "fps_timeline": list(self.fps_timeline),
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """:meth:`to_dict` as JSON text."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def format_table(self) -> str:
+        """A fixed-width text report: run totals, then one latency row per backend."""
+        efficiency = self.scheduling_efficiency
+        ideal = (
+            f"ideal {self.ideal_fps:.1f} FPS, efficiency {100 * efficiency:.1f} %"
+            if self.ideal_fps and efficiency is not None
+            else "no calibrated ideal"
+        )
+        lines = [
+            f"frames     generated {self.frames_generated}  assigned {self.frames_assigned}  "
+            f"processed {self.frames_processed}  ordered {self.frames_ordered}  "
+            f"dropped {self.frames_dropped}  buffer-full waits {self.buffer_full_waits}",
+            f"throughput {self.fps:.1f} FPS over {self.wall_time_s:.2f} s  ({ideal})",
+            f"manager    {self.manager_cpu_s:.2f} s CPU  ({self.manager_cpu_pct:.1f} % of one core)",
+            "",
+            f"{'backend':<12}{'frames':>8}{'share':>8}"
+            f"{'inf mean':>10}{'p50':>8}{'p95':>8}{'p99':>8}"
+            f"{'e2e p50':>10}{'p95':>8}{'p99':>8}   (ms)",
+        ]
+        rows = [(name, b.frames, b.inference, b.end_to_end) for name, b in self.backends.items()]
+        rows.append(("all", self.frames_processed, self.inference, self.end_to_end))
+        for name, frames, inference, end_to_end in rows:
+            share = f"{100 * frames / self.frames_processed:.1f}%" if self.frames_processed else "-"
+            lines.append(
+                f"{name:<12}{frames:>8}{share:>8}"
+                f"{_ms(inference.mean_s):>10}{_ms(inference.p50_s):>8}"
+                f"{_ms(inference.p95_s):>8}{_ms(inference.p99_s):>8}"
+                f"{_ms(end_to_end.p50_s):>10}{_ms(end_to_end.p95_s):>8}{_ms(end_to_end.p99_s):>8}"
+            )
+        return "\n".join(lines)
+
+
+def _ms(seconds: float) -> str:
+    return "-" if math.isnan(seconds) else f"{seconds * 1e3:.1f}"
