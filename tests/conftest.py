@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,11 +9,29 @@ import pytest
 SHM_DIR = Path("/dev/shm")
 
 
+def _creator_pid(path: Path) -> int | None:
+    try:
+        with path.open("rb") as segment:
+            header = segment.read(32)
+    except OSError:
+        return None  # unlinked meanwhile
+    # aip_segment_header: magic, version, total_size, generation, creator_pid
+    return int.from_bytes(header[24:28], "little") if len(header) == 32 else None
+
+
 def aip_segments() -> set[str]:
-    """Names of aip's shared-memory segments that exist now (Linux)."""
+    """aip's shared-memory segments made by this process that exist now (Linux).
+
+    Only this process's: other programs on the machine may have theirs.
+    """
     if not SHM_DIR.is_dir():
         return set()
-    return {p.name for p in SHM_DIR.iterdir() if p.name.startswith("aip_")}
+    me = os.getpid()
+    return {
+        p.name
+        for p in SHM_DIR.iterdir()
+        if p.name.startswith("aip_") and _creator_pid(p) == me
+    }
 
 
 @pytest.fixture(autouse=True)

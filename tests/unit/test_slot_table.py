@@ -188,3 +188,14 @@ def test_attach_errors() -> None:
         SlotTable.attach("a/b")
     with SlotTable.create(n_slots=1) as t, pytest.raises(FileExistsError):
         SlotTable.create(t.name, n_slots=1)
+
+
+def test_retarget_moves_only_ready_frames_of_that_hint(table: SlotTable) -> None:
+    for frame_id, hint in [(0, 2), (1, 2), (2, 1)]:
+        table.publish(table.acquire_free(timeout=0), frame_id, hint)
+    held = table.claim(2, worker=0, timeout=0)  # frame 0, READING: not moved
+    assert table.retarget(2, 1) == 1
+    assert table.retarget(2, 1) == 0
+    claimed = sorted(table.frame_id(table.claim(1, worker=1, timeout=0)) for _ in range(2))
+    assert claimed == [1, 2]
+    assert table.slot_info(held)["backend_hint"] == 2

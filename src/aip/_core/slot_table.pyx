@@ -364,6 +364,36 @@ cdef class SlotTable:
             wake_sleepers(&h.ready_seq, &h.ready_sleepers)
         return reclaimed
 
+    def retarget(self, uint32_t from_hint, uint32_t to_hint=AIP_HINT_ANY):
+        """Re-hint every READY frame hinted ``from_hint`` (a backend that died
+        or stalled) to ``to_hint``. Returns how many frames moved.
+
+        Each frame goes READY -> WRITING -> READY, so a worker never claims
+        it half re-hinted. Its publish time is kept.
+        """
+        cdef aip_slot_table_header *h = self._live_header()
+        cdef uint32_t i
+        cdef uint64_t ctl
+        cdef uint32_t generation
+        cdef int moved = 0
+        for i in range(self.n_slots):
+            ctl = aip_load_u64_acquire(&self._slots[i].ctl)
+            if (AIP_CTL_STATE(ctl) != AIP_SLOT_READY
+                    or aip_load_u32_relaxed(&self._slots[i].backend_hint) != from_hint):
+                continue
+            generation = AIP_CTL_GENERATION(ctl) + 1
+            if not aip_cas_u64(&self._slots[i].ctl, &ctl,
+                               AIP_CTL_MAKE(AIP_SLOT_WRITING, AIP_NO_OWNER, generation)):
+                continue  # claimed meanwhile: it is being served
+            aip_store_u32_relaxed(&self._slots[i].backend_hint, to_hint)
+            ctl = AIP_CTL_MAKE(AIP_SLOT_WRITING, AIP_NO_OWNER, generation)
+            aip_cas_u64(&self._slots[i].ctl, &ctl,
+                        AIP_CTL_MAKE(AIP_SLOT_READY, AIP_NO_OWNER, generation))
+            moved += 1
+        if moved:
+            wake_sleepers(&h.ready_seq, &h.ready_sleepers)
+        return moved
+
     # ---- worker side -----------------------------------------------------
 
     def claim(self, uint32_t hint, uint32_t worker, timeout=None):

@@ -5,6 +5,7 @@ import sys
 
 SUITES = {
     "ring": "aip.bench.ring",
+    "pipeline": "aip.bench.pipeline",
 }
 DEFAULT_SUITE = "ring"
 

@@ -1,0 +1,161 @@
+"""The worker process: claim a frame, run the backend, publish the result.
+
+One process per backend instance, started with ``spawn``. It attaches to the
+manager's SlotTable and ResultRing by name, builds and loads its backend
+(models never cross a process boundary), then loops:
+
+    claim(hint=me) -> preprocess (zero-copy read of the slot) -> infer
+    -> postprocess -> put result record -> release(slot)
+
+The result is put before the slot is released, so a frame is never
+reported free before its result exists. A worker that finds its manager
+gone exits instead of lingering; any exception is sent to the manager as
+traceback text before the process exits non-zero.
+"""
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from aip.backends.base import BackendSpec, create
+
+RESULT_OK = 0
+
+# How long a blocked claim or put waits before checking that the manager
+# still exists: the bound on how long an orphaned worker can linger.
+PARENT_CHECK_S = 0.5
+
+
+def result_dtype(max_detections: int) -> np.dtype[Any]:
+    """The fixed-size record a worker sends for each frame."""
+    return np.dtype(
+        [
+            ("frame_id", "<u8"),
+            ("worker", "<u4"),
+            ("status", "<u4"),
+            ("n_detections", "<u4"),
+            ("_pad", "<u4"),
+            ("t_publish_ns", "<i8"),  # the manager published the frame (ingest)
+            ("t_claim_ns", "<i8"),  # this worker claimed it
+            ("t_infer_start_ns", "<i8"),  # preprocessing starts
+            ("t_infer_end_ns", "<i8"),  # postprocessing done
+            ("detections", "<f4", (max_detections, 6)),  # x1 y1 x2 y2 score class
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker process needs; picklable."""
+
+    worker_id: int
+    spec: BackendSpec
+    table_name: str
+    ring_name: str
+    frame_shape: tuple[int, int, int]
+    max_detections: int = 100
+    conf: float = 0.25
+    iou: float = 0.7
+
+
+def worker_main(config: WorkerConfig, events: Any) -> None:
+    """Process entry point: run, and report any failure as text."""
+    try:
+        run_worker(config, events)
+    except BaseException:
+        events.put(("error", config.worker_id, traceback.format_exc()))
+        raise SystemExit(1) from None
+
+
+def run_worker(config: WorkerConfig, events: Any) -> None:
+    from aip.ring import Closed, ResultRing, SlotStateError, SlotTable, slot_arrays
+
+    parent = os.getppid()
+    table = SlotTable.attach(config.table_name)
+    ring = ResultRing.attach(config.ring_name)
+    backend = create(config.spec)
+    backend.load()
+    frames = slot_arrays(table, config.frame_shape)
+    infer_frame = _inference(backend, config)
+    record = np.zeros((), result_dtype(config.max_detections))
+    record["worker"] = config.worker_id
+    record["status"] = RESULT_OK
+    events.put(("ready", config.worker_id, backend.device))
+    try:
+        while True:
+            try:
+                slot = table.claim(config.worker_id, config.worker_id, timeout=PARENT_CHECK_S)
+            except TimeoutError:
+                if os.getppid() != parent:
+                    return  # the manager is gone
+                continue
+            except Closed:
+                return
+            start = time.perf_counter_ns()
+            detections = infer_frame(frames[slot])
+            n = min(len(detections), config.max_detections)
+            info = table.slot_info(slot)
+            record["frame_id"] = info["frame_id"]
+            record["t_publish_ns"] = info["t_publish_ns"]
+            record["t_claim_ns"] = info["t_claim_ns"]
+            record["t_infer_start_ns"] = start
+            record["t_infer_end_ns"] = time.perf_counter_ns()
+            record["n_detections"] = n
+            record["detections"][:n] = detections[:n]
+            _put(ring, record.tobytes(), parent)
+            try:
+                table.release(slot, config.worker_id)
+            except SlotStateError:
+                pass  # reclaimed meanwhile: the manager drops the duplicate
+    except Closed:
+        return
+    finally:
+        del frames
+        backend.close()
+        ring.close()
+        table.close()
+
+
+def _put(ring: Any, record: bytes, parent: int) -> None:
+    from aip.ring import Full
+
+    while True:
+        try:
+            ring.put(record, timeout=PARENT_CHECK_S)
+            return
+        except Full:
+            if os.getppid() != parent:
+                raise SystemExit(0) from None
+
+
+def _inference(backend: Any, config: WorkerConfig) -> Any:
+    """frame -> (K, 6) detections in frame coordinates."""
+    if not backend.wants_tensor:
+        empty = np.zeros((0, 6), np.float32)
+
+        def run_raw(frame: np.ndarray) -> np.ndarray:
+            backend.infer(frame)
+            return empty
+
+        return run_raw
+
+    from aip.postprocess import postprocess
+    from aip.preprocess import Preprocessor
+
+    preprocessor = Preprocessor(config.frame_shape, backend.input_hw, backend.input_dtype)
+    frame_hw = config.frame_shape[:2]
+
+    def run_model(frame: np.ndarray) -> np.ndarray:
+        tensor = preprocessor(frame)
+        raw = backend.infer(tensor)
+        return postprocess(
+            raw, frame_hw, preprocessor.params, config.conf, config.iou,
+            max_det=config.max_detections,
+        )
+
+    return run_model

@@ -1,0 +1,152 @@
+"""The pipeline on the sim backend: ordering, drops, shares, crashes, cleanup."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aip.backends import BackendSpec, BackendUnavailable
+from aip.manager import Pipeline
+from aip.reorder import Gap
+from aip.results import FrameResult
+
+pytestmark = pytest.mark.stress
+
+SMALL = (8, 8, 3)  # frame content does not matter to sim workers
+
+
+def frames(count: int, shape: tuple[int, int, int] = SMALL) -> Iterator[np.ndarray]:
+    rng = np.random.default_rng(0)
+    for _ in range(count):
+        yield rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+def sim(latency_s: float, jitter_s: float = 0.0, seed: int = 0, label: str = "") -> BackendSpec:
+    return BackendSpec("sim", {"latency_s": latency_s, "jitter_s": jitter_s, "seed": seed}, label)
+
+
+def assert_no_children_left() -> None:
+    assert mp.active_children() == []
+
+
+@pytest.mark.parametrize("mode", ["static", "adaptive", "pull"])
+def test_exactly_once_in_order_with_jitter(mode: str) -> None:
+    specs = [sim(0.001, 0.001, seed=1), sim(0.002, 0.002, seed=2), sim(0.0005, 0.0005, seed=3)]
+    with Pipeline(specs, mode=mode, weights=[2, 1, 4]) as pipeline:
+        out = list(pipeline.run(frames(5000)))
+        metrics = pipeline.metrics
+    assert [r.frame_id for r in out] == list(range(5000))
+    assert all(isinstance(r, FrameResult) for r in out)
+    assert metrics.frames_ordered == metrics.frames_processed == 5000
+    assert metrics.frames_dropped == 0
+    assert sum(b.frames for b in metrics.backends.values()) == 5000
+    assert_no_children_left()
+
+
+@pytest.mark.parametrize("policy", ["drop-newest", "drop-oldest"])
+def test_drop_policies_count_exactly_what_they_drop(policy: str) -> None:
+    # one slow worker, two slots, frames offered 10x faster than it can go
+    with Pipeline([sim(0.01)], mode="pull", on_full=policy, n_slots=2, target_fps=1000) as pipeline:
+        out = list(pipeline.run(frames(300)))
+        metrics = pipeline.metrics
+    assert [item.frame_id for item in out] == list(range(300))  # every frame once, in order
+    gaps = [item for item in out if isinstance(item, Gap)]
+    assert gaps and all(gap.reason == "dropped" for gap in gaps)
+    assert len(gaps) == metrics.frames_dropped
+    assert metrics.frames_ordered == 300 - len(gaps) == metrics.frames_processed
+    assert metrics.frames_generated == 300
+    if policy == "drop-newest":
+        assert metrics.frames_assigned == 300 - len(gaps)
+    else:  # dropped frames were assigned, then replaced before a worker took them
+        assert metrics.frames_assigned == 300
+
+
+def test_block_policy_loses_nothing_and_counts_waits() -> None:
+    with Pipeline([sim(0.002)], mode="pull", n_slots=2) as pipeline:
+        out = list(pipeline.run(frames(200)))
+        metrics = pipeline.metrics
+    assert [r.frame_id for r in out] == list(range(200))
+    assert not any(isinstance(r, Gap) for r in out)
+    assert metrics.frames_dropped == 0
+    assert 0 < metrics.buffer_full_waits <= 200
+
+
+def test_static_weights_give_shares_within_one_frame_per_cycle() -> None:
+    weights = [3, 2, 1]
+    specs = [sim(0.0005, label="a"), sim(0.0005, label="b"), sim(0.0005, label="c")]
+    total = 6 * 150 + 4  # not a whole number of cycles
+    with Pipeline(specs, mode="static", weights=weights) as pipeline:
+        list(pipeline.run(frames(total)))
+        shares = {name: b.frames for name, b in pipeline.metrics.backends.items()}
+    for label, weight in zip("abc", weights):
+        assert abs(shares[label] - total * weight / sum(weights)) <= 1, shares
+
+
+def test_killed_worker_frames_are_redone_and_its_weight_dropped() -> None:
+    specs = [sim(0.002, label="a"), sim(0.002, label="b"), sim(0.004, label="victim")]
+    with Pipeline(specs, mode="static", weights=[1, 1, 2]) as pipeline:
+        out: list[Any] = []
+        for result in pipeline.run(frames(1500)):
+            out.append(result)
+            if len(out) == 300:
+                victim = pipeline._workers[2].process
+                os.kill(victim.pid, signal.SIGKILL)
+        scheduler = pipeline.scheduler
+        metrics = pipeline.metrics
+    assert [r.frame_id for r in out] == list(range(1500))  # nothing lost, nothing twice
+    assert all(isinstance(r, FrameResult) for r in out)
+    assert scheduler is not None and 2 not in scheduler.weights
+    late = [r for r in out[-500:] if r.backend == "victim"]
+    assert late == []
+    assert metrics.frames_ordered == 1500
+    assert_no_children_left()
+
+
+def test_unknown_backend_is_refused_before_anything_starts() -> None:
+    with pytest.raises(BackendUnavailable, match="unknown backend 'tpu'"):
+        Pipeline([BackendSpec("tpu")])
+    assert_no_children_left()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mode": "fastest"}, "unknown mode"),
+        ({"on_full": "drop-all"}, "unknown on_full"),
+        ({"weights": [1, 2]}, "2 weights for 1 backends"),
+        ({"target_fps": 0}, "target_fps"),
+    ],
+)
+def test_bad_options_are_clear_errors(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Pipeline([sim(0.001)], **kwargs)
+
+
+def test_frame_shape_change_is_refused_and_cleaned_up() -> None:
+    def changing() -> Iterator[np.ndarray]:
+        yield np.zeros(SMALL, np.uint8)
+        yield np.zeros((4, 4, 3), np.uint8)
+
+    with Pipeline([sim(0.001)]) as pipeline:
+        with pytest.raises(ValueError, match="resize it in the source"):
+            list(pipeline.run(changing()))
+    assert_no_children_left()
+
+
+def test_calibration_weights_follow_service_rates(tmp_path: Any) -> None:
+    specs = [sim(0.01, label="fast"), sim(0.03, label="slow")]
+    with Pipeline(specs, mode="static") as pipeline:
+        result = pipeline.calibrate(np.zeros(SMALL, np.uint8), seconds=0.6,
+                                    cache_path=tmp_path / "cal.json")
+        # 10 ms vs 30 ms per frame: ~3:1, whatever the machine's noise
+        assert pipeline.weights[0] > pipeline.weights[1] >= 1
+        assert result.ideal_fps == pytest.approx(sum(result.together_fps.values()))
+        again = pipeline.calibrate(np.zeros(SMALL, np.uint8), cache_path=tmp_path / "cal.json")
+        assert again == result  # reused from the cache, not measured again
+        out = list(pipeline.run(frames(60)))
+    assert [r.frame_id for r in out] == list(range(out[0].frame_id, out[0].frame_id + 60))
