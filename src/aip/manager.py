@@ -312,8 +312,11 @@ class Pipeline:
         for worker in self._workers:
             if not worker.alive:
                 scheduler.mark_dead(worker.index)
-        reorder: ReorderBuffer[FrameResult] = ReorderBuffer(first_frame_id=self._next_frame_id,
-                                                            capacity=1 << 16)
+        # Slots carry ids unique over the pipeline's life (calibration and
+        # earlier runs used some); results carry ids counted from this run's
+        # first frame.
+        base = self._next_frame_id
+        reorder: ReorderBuffer[FrameResult] = ReorderBuffer(first_frame_id=0, capacity=1 << 16)
         outstanding: dict[int, _Outstanding] = {}
         pending: Any = first
         period_ns = int(1e9 / self.target_fps) if self.target_fps else 0
@@ -345,8 +348,8 @@ class Pipeline:
                 metrics.record_processed(self.labels[worker], inference_s)
                 scheduler.observe(worker, inference_s)
                 n = int(record["n_detections"])
-                reorder.push(frame_id, FrameResult(
-                    frame_id=frame_id, backend=self.labels[worker], worker=worker,
+                reorder.push(frame_id - base, FrameResult(
+                    frame_id=frame_id - base, backend=self.labels[worker], worker=worker,
                     detections=record["detections"][:n].copy(),
                     t_capture_ns=info.t_capture_ns, t_ingest_ns=info.t_ingest_ns,
                     t_infer_start_ns=int(record["t_infer_start_ns"]),
@@ -355,7 +358,7 @@ class Pipeline:
 
         def drop(frame_id: int) -> None:
             metrics.frames_dropped += 1
-            reorder.mark_gap(frame_id, "dropped")
+            reorder.mark_gap(frame_id - base, "dropped")
 
         try:
             while True:
@@ -422,7 +425,6 @@ class Pipeline:
                 self._discard(outstanding)
             metrics.wall_time_s = (time.perf_counter_ns() - start_ns) / 1e9
             metrics.manager_cpu_s = time.process_time() - cpu_start
-            self._next_frame_id = max(self._next_frame_id, reorder.next_frame_id)
 
     def _free_slot(self) -> int | None:
         try:

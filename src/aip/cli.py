@@ -1,0 +1,216 @@
+"""``aip``: run detection on a video across the machine's backends.
+
+    aip run [SOURCE] [--backend SPEC ...] [--mode static|adaptive|pull] ...
+    aip backends                 what this machine can run, and why not
+    aip calibrate [--backend SPEC ...]
+    aip bench SUITE ...          same as python -m aip.bench
+
+A backend SPEC is ``NAME[:OPTIONS]``: ``cpu``, ``onnx``, ``cuda:1`` (device
+index), ``sim:0.02`` (seconds per frame), or ``NAME:key=value,key=value``
+(``cpu:threads=1``, ``cuda:device=0,half=1``).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from aip.backends.base import REGISTRY, BackendSpec, BackendUnavailable, check_available
+
+# What `aip run` uses when no --backend is given: every real backend this
+# machine has (sim never stands in for a real one).
+REAL_BACKENDS = ("cuda", "mps", "coreml", "onnx", "cpu")
+
+
+def parse_backend(text: str, **defaults: Any) -> BackendSpec:
+    """``"sim:0.02"`` / ``"cuda:1"`` / ``"cpu:threads=1"`` -> BackendSpec."""
+    name, _, rest = text.partition(":")
+    options: dict[str, Any] = dict(defaults)
+    if rest and "=" not in rest:
+        key = {"sim": "latency_s", "cuda": "device"}.get(name)
+        if key is None:
+            raise ValueError(f"backend {text!r}: write options as {name}:key=value")
+        options[key] = _value(rest)
+    elif rest:
+        for item in rest.split(","):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"backend {text!r}: {item!r} is not key=value")
+            options[key.strip()] = _value(value.strip())
+    if name == "sim":
+        options = {k: v for k, v in options.items() if k not in ("model", "imgsz")}
+    return BackendSpec(name, options)
+
+
+def _value(text: str) -> Any:
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def available_backends() -> dict[str, str | None]:
+    """Every registered backend -> None if it runs here, else why not."""
+    reasons: dict[str, str | None] = {}
+    for name in REGISTRY:
+        try:
+            check_available(BackendSpec(name))
+            reasons[name] = None
+        except (BackendUnavailable, ImportError, ValueError) as error:
+            reasons[name] = str(error)
+    return reasons
+
+
+def _specs(args: argparse.Namespace) -> list[BackendSpec]:
+    defaults: dict[str, Any] = {}
+    if args.model:
+        defaults["model"] = args.model
+    if args.imgsz:
+        defaults["imgsz"] = args.imgsz
+    if args.backend:
+        return [parse_backend(text, **defaults) for text in args.backend]
+    reasons = available_backends()
+    chosen = [BackendSpec(name, dict(defaults)) for name in REAL_BACKENDS if reasons.get(name) is None]
+    if not chosen:
+        lines = "\n".join(f"  {name}: {reasons[name]}" for name in REAL_BACKENDS)
+        raise BackendUnavailable(f"no real backend runs on this machine:\n{lines}")
+    return chosen
+
+
+def _imgsz(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("x", ",").split(",")
+    if len(parts) == 1:
+        return int(parts[0]), int(parts[0])
+    return int(parts[0]), int(parts[1])
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    for name, reason in available_backends().items():
+        print(f"{name:8} {'available' if reason is None else 'unavailable: ' + reason}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from aip.manager import Pipeline
+    from aip.sinks import AnnotatedVideoSink, JsonLinesSink
+    from aip.sources import open_source
+
+    specs = _specs(args)
+    sinks: list[Any] = []
+    with open_source(args.source) as source:
+        frames = iter(source)
+        first = next(frames, None)
+        if first is None:
+            raise ValueError(f"source {args.source!r} has no frames")
+        frame = first[0] if isinstance(first, tuple) else first
+        target_fps = args.fps or (source.fps if args.realtime else None)
+        with Pipeline(specs, mode=args.mode, target_fps=target_fps, on_full=args.on_full,
+                      conf=args.conf, iou=args.iou, keep_frames=bool(args.video)) as pipeline:
+            if args.mode != "pull" and len(specs) > 1:
+                calibration = pipeline.calibrate(frame, refresh=args.recalibrate)
+                print(f"weights {dict(zip(pipeline.labels, pipeline.weights))}, calibrated "
+                      f"together {calibration.ideal_fps:.1f} FPS", file=sys.stderr)
+            if args.jsonl:
+                sinks.append(JsonLinesSink(args.jsonl))
+            if args.video:
+                sinks.append(AnnotatedVideoSink(args.video, fps=source.fps or 30.0,
+                                                size=(frame.shape[1], frame.shape[0])))
+            try:
+                # the first frame waited through calibration: time it from now
+                for result in pipeline.run(itertools.chain([frame], frames), max_frames=args.frames):
+                    for sink in sinks:
+                        sink.write(result)
+            finally:
+                for sink in sinks:
+                    sink.close()
+    print(pipeline.metrics.format_table())
+    if args.metrics_json:
+        with open(args.metrics_json, "w", encoding="utf-8") as out:
+            out.write(pipeline.metrics.to_json() + "\n")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from aip.manager import Pipeline
+
+    specs = _specs(args)
+    with Pipeline(specs) as pipeline:
+        result = pipeline.calibrate(refresh=True, seconds=args.seconds)
+    print(f"{'backend':24}{'alone FPS':>12}{'together FPS':>14}{'weight':>8}")
+    for label, key in zip(pipeline.labels, result.together_fps):
+        print(f"{label:24}{result.alone_fps[key]:12.1f}{result.together_fps[key]:14.1f}"
+              f"{result.weights.get(key, 0):8d}")
+    print(f"ideal {result.ideal_fps:.1f} FPS; rounding error {result.rounding_error:.4f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aip", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def backend_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--backend", "-b", action="append", metavar="SPEC",
+                         help="a worker (repeat for more); default: every real backend available")
+        sub.add_argument("--model", help="yolo11n.pt, an exported model, or a .yaml "
+                         "(default: yolo11n.yaml, seeded random weights)")
+        sub.add_argument("--imgsz", type=_imgsz, help="network input, e.g. 640 or 480x640")
+
+    run = commands.add_parser("run", help="detect objects in a source")
+    run.add_argument("source", nargs="?", default="synthetic",
+                     help="video file, image folder, camera index, rtsp:// or http(s):// URL, "
+                     "or synthetic[:WxH] (default)")
+    backend_options(run)
+    run.add_argument("--mode", choices=("static", "adaptive", "pull"), default="static")
+    run.add_argument("--fps", type=float, help="pace input to this many frames per second")
+    run.add_argument("--realtime", action="store_true", help="pace input to the source's own rate")
+    run.add_argument("--on-full", choices=("block", "drop-oldest", "drop-newest"), default="block",
+                     help="when every slot is busy (default block: lose nothing)")
+    run.add_argument("--frames", type=int, help="stop after this many frames")
+    run.add_argument("--conf", type=float, default=0.25)
+    run.add_argument("--iou", type=float, default=0.7)
+    run.add_argument("--recalibrate", action="store_true", help="measure again, ignore the cache")
+    run.add_argument("--jsonl", metavar="PATH", help="write one JSON line per frame")
+    run.add_argument("--video", metavar="PATH", help="write an annotated video")
+    run.add_argument("--metrics-json", metavar="PATH", help="write the run's metrics as JSON")
+    run.set_defaults(handler=cmd_run)
+
+    backends = commands.add_parser("backends", help="which backends run here, and why not")
+    backends.set_defaults(handler=cmd_backends)
+
+    calibrate = commands.add_parser("calibrate", help="measure the backends, store weights")
+    backend_options(calibrate)
+    calibrate.add_argument("--seconds", type=float, default=3.0, help="per measurement phase")
+    calibrate.set_defaults(handler=cmd_calibrate)
+
+    bench = commands.add_parser("bench", help="python -m aip.bench", add_help=False)
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(handler=lambda args: _bench(args.rest))
+    return parser
+
+
+def _bench(rest: Sequence[str]) -> int:
+    from aip.bench.__main__ import main as bench_main
+
+    return bench_main(list(rest))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="aip: %(message)s")
+    warnings.simplefilter("default")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("aip: interrupted", file=sys.stderr)
+        return 130
+    except (BackendUnavailable, FileNotFoundError, ValueError, ConnectionError, RuntimeError,
+            TimeoutError, OSError) as error:
+        print(f"aip: error: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,68 @@
+"""The ``aip`` command: argument parsing, runs on sim workers, clear errors."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+from aip.backends import BackendSpec
+from aip.cli import main, parse_backend
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("cpu", BackendSpec("cpu", {})),
+        ("sim:0.02", BackendSpec("sim", {"latency_s": 0.02})),
+        ("cuda:1", BackendSpec("cuda", {"device": 1})),
+        ("cpu:threads=2,model=x.pt", BackendSpec("cpu", {"threads": 2, "model": "x.pt"})),
+    ],
+)
+def test_parse_backend(text: str, expected: BackendSpec) -> None:
+    assert parse_backend(text) == expected
+
+
+def test_parse_backend_errors() -> None:
+    with pytest.raises(ValueError, match="key=value"):
+        parse_backend("onnx:fast")
+    with pytest.raises(ValueError, match="is not key=value"):
+        parse_backend("cpu:threads=1,oops")
+
+
+def test_run_on_sim_workers_writes_jsonl_and_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    jsonl, metrics = tmp_path / "out.jsonl", tmp_path / "metrics.json"
+    rc = main(["run", "synthetic:64x48", "-b", "sim:0.002", "-b", "sim:0.004", "--frames", "40",
+               "--mode", "pull", "--jsonl", str(jsonl), "--metrics-json", str(metrics)])
+    assert rc == 0
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [line["frame_id"] for line in lines] == list(range(40))
+    assert json.loads(metrics.read_text())["frames_ordered"] == 40
+    assert "throughput" in capsys.readouterr().out
+    assert mp.active_children() == []
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "/no/such/video.mp4", "-b", "sim:0.01"], "not found"),
+        (["run", "-b", "tpu"], "unknown backend 'tpu'"),
+        (["run", "-b", "sim:0.01", "--mode", "pull", "synthetic:0x0"], "h, w >= 1"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_a_clear_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("aip: error:") and message in err
+    assert mp.active_children() == []
+
+
+def test_backends_lists_every_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backends"]) == 0
+    out = capsys.readouterr().out
+    assert "sim      available" in out
+    for name in ("cpu", "onnx", "cuda", "mps", "coreml"):
+        assert name in out
