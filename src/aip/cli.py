@@ -163,9 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--imgsz", type=_imgsz, help="network input, e.g. 640 or 480x640")
 
     run = commands.add_parser("run", help="detect objects in a source")
-    run.add_argument("source", nargs="?", default="synthetic",
+    run.add_argument("source", nargs="?", default="sample",
                      help="video file, image folder, camera index, rtsp:// or http(s):// URL, "
-                     "or synthetic[:WxH] (default)")
+                     "synthetic[:WxH], or sample[:FRAMES] (default: a 120-frame video made from "
+                     "ultralytics' bundled photos)")
     backend_options(run)
     run.add_argument("--mode", choices=("static", "adaptive", "pull"), default="static")
     run.add_argument("--fps", type=float, help="pace input to this many frames per second")

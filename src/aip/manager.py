@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from aip.backends.base import BackendSpec, BackendUnavailable, check_available
+from aip.backends.base import BackendSpec, BackendUnavailable, check_available, prepare
 from aip.calibrate import CalibrationKey, CalibrationResult, calibrate
 from aip.metrics import Metrics
 from aip.reorder import Gap, ReorderBuffer
@@ -192,6 +192,8 @@ class Pipeline:
                 max_producers=len(self.specs),
             )
             self._frames = slot_arrays(self._table, self._frame_shape)
+            # one export for all workers of a spec, before they start
+            self.specs = [prepare(spec) for spec in self.specs]
             context = mp.get_context("spawn")
             self._events = context.Queue()
             for index, (spec, label) in enumerate(zip(self.specs, self.labels)):

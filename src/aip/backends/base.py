@@ -82,6 +82,12 @@ class Backend(ABC):
         Cheap: called in the manager before any worker starts.
         """
 
+    @classmethod
+    def prepare(cls, spec: BackendSpec) -> BackendSpec:
+        """One-time work shared by every worker of ``spec``, done in the manager
+        before they start (an export, say); returns the spec they load."""
+        return spec
+
     @abstractmethod
     def load(self) -> None:
         """Load the model and warm it up (in the worker process)."""
@@ -108,6 +114,11 @@ def backend_class(name: str) -> type[Backend]:
 def create(spec: BackendSpec) -> Backend:
     """Build the backend of ``spec`` (not loaded yet)."""
     return backend_class(spec.name)(spec)
+
+
+def prepare(spec: BackendSpec) -> BackendSpec:
+    """Run the backend's one-time preparation; returns the spec workers load."""
+    return backend_class(spec.name).prepare(spec)
 
 
 def check_available(spec: BackendSpec) -> None:

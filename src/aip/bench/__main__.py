@@ -6,6 +6,8 @@ import sys
 SUITES = {
     "ring": "aip.bench.ring",
     "pipeline": "aip.bench.pipeline",
+    "yolo": "aip.bench.yolo",
+    "preprocess": "aip.bench.preprocess",
 }
 DEFAULT_SUITE = "ring"
 

@@ -1,7 +1,6 @@
 """Numba letterbox against ultralytics' per-frame preprocessing, microseconds per frame.
 
-    python benchmarks/preprocess.py [--frames N] [--rounds R] [--json PATH]
-    (aip installed, or PYTHONPATH=src)
+    python -m aip.bench preprocess [--frames N] [--rounds R] [--json PATH]
 
 Both paths turn the same 640x480 BGR uint8 frames (a pool of distinct random
 frames, cycled, so neither reads a frame still hot in L1/L2) into a
@@ -84,7 +83,7 @@ def summarize(system: str, config: dict[str, Any], latencies_ns: list[int]) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m aip.bench preprocess", description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=400, help="frames per system per round")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
     parser.add_argument("--json", type=Path, help="write results here")

@@ -1,0 +1,197 @@
+"""Where ordered results go: JSON Lines, an annotated video, or a Python callback.
+
+Every sink takes :meth:`write` once per frame, in frame order, with either a
+:class:`aip.results.FrameResult` or a :class:`aip.reorder.Gap` (a frame
+dropped or lost), and :meth:`close` at the end; each is a context manager.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import numpy as np
+
+from aip.reorder import Gap
+from aip.results import FrameResult
+
+__all__ = ["AnnotatedVideoSink", "CallbackSink", "JsonLinesSink", "Sink"]
+
+
+class Sink(Protocol):
+    """Consumes ordered results."""
+
+    def write(self, result: FrameResult | Gap) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _SinkBase:
+    def write(self, result: FrameResult | Gap) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and release what the sink holds."""
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class JsonLinesSink(_SinkBase):
+    """One JSON object per line and frame.
+
+    A result: ``{"frame_id", "backend", "worker", "latency_ms" (capture to
+    ordered result), "inference_ms", "detections": [[x1, y1, x2, y2, score,
+    class], ...]}``, plus ``"names"`` (one per detection) when
+    ``class_names`` is given. Coordinates and scores are the float32 values
+    exactly (they read back bit for bit). A gap: ``{"frame_id", "dropped": reason}``.
+
+    Lines are flushed as written, so a crash loses at most the line in progress.
+    """
+
+    def __init__(self, path: str | Path, class_names: Sequence[str] | None = None) -> None:
+        self.path = Path(path)
+        self.class_names = list(class_names) if class_names is not None else None
+        self._file = self.path.open("w", encoding="utf-8", buffering=1)
+
+    def write(self, result: FrameResult | Gap) -> None:
+        record: dict[str, Any]
+        if isinstance(result, Gap):
+            record = {"frame_id": result.frame_id, "dropped": result.reason}
+        else:
+            detections = result.detections.tolist()
+            for row in detections:
+                row[5] = int(row[5])
+            record = {
+                "frame_id": result.frame_id,
+                "backend": result.backend,
+                "worker": result.worker,
+                "latency_ms": round(result.end_to_end_ms, 3),
+                "inference_ms": round(result.inference_ms, 3),
+                "detections": detections,
+            }
+            if self.class_names is not None:
+                record["names"] = [self.class_names[row[5]] for row in detections]
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# Box colours (BGR), one per class modulo the palette: ultralytics' palette.
+_PALETTE = [
+    (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
+    (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0),
+    (147, 69, 52), (255, 115, 100), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203),
+    (200, 149, 255), (199, 55, 255),
+]  # fmt: skip
+
+
+class AnnotatedVideoSink(_SinkBase):
+    """Writes each frame with its boxes and labels drawn into a video file (OpenCV, ``mp4v``).
+
+    Needs the frames: results must carry ``FrameResult.frame``. Gaps are
+    skipped (counted in :attr:`skipped`), so the video holds the frames
+    that have results.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float,
+        size: tuple[int, int] | None = None,
+        class_names: Sequence[str] | None = None,
+        codec: str = "mp4v",
+    ) -> None:
+        """``size`` is the video's ``(width, height)``, as OpenCV takes it; default the first frame's.
+
+        Frames of another size are scaled to it after drawing.
+        """
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.size = size
+        self.class_names = list(class_names) if class_names is not None else None
+        self.codec = codec
+        self.written = 0
+        self.skipped = 0
+        self._writer: Any = None
+
+    def _open(self, size: tuple[int, int]) -> Any:
+        import cv2
+
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.codec), self.fps, size)
+        if not writer.isOpened():
+            raise ValueError(f"cannot write video {self.path} with codec {self.codec!r} at {size[0]}x{size[1]}")
+        return writer
+
+    def write(self, result: FrameResult | Gap) -> None:
+        import cv2
+
+        if isinstance(result, Gap):
+            self.skipped += 1
+            return
+        if result.frame is None:
+            raise ValueError(f"frame {result.frame_id} came without its image: AnnotatedVideoSink needs frames kept")
+        image = self.annotate(result.frame, result.detections)
+        if self._writer is None:
+            self.size = self.size or (image.shape[1], image.shape[0])
+            self._writer = self._open(self.size)
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        self._writer.write(image)
+        self.written += 1
+
+    def annotate(self, frame: np.ndarray, detections: np.ndarray) -> np.ndarray:
+        """A copy of ``frame`` with ``detections`` ((K, 6), frame pixels) drawn on it."""
+        import cv2
+
+        image = np.array(frame, dtype=np.uint8, copy=True)  # frames may be read-only ring views
+        thickness = max(1, round(sum(image.shape[:2]) / 600))
+        for x1, y1, x2, y2, score, label in detections.tolist():
+            cls = int(label)
+            color = _PALETTE[cls % len(_PALETTE)]
+            name = self.class_names[cls] if self.class_names is not None and cls < len(self.class_names) else str(cls)
+            top_left = (int(x1), int(y1))
+            cv2.rectangle(image, top_left, (int(x2), int(y2)), color, thickness, cv2.LINE_AA)
+            text = f"{name} {score:.2g}"
+            (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+            text_top = max(top_left[1] - text_h - baseline, 0)  # above the box, inside the image
+            cv2.rectangle(
+                image, (top_left[0], text_top), (top_left[0] + text_w, text_top + text_h + baseline), color, -1
+            )
+            cv2.putText(
+                image,
+                text,
+                (top_left[0], text_top + text_h),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.5,
+                (255, 255, 255),
+                1,
+                cv2.LINE_AA,
+            )
+        return image
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+class CallbackSink(_SinkBase):
+    """Calls ``callback(result)`` for every result and gap, in frame order."""
+
+    def __init__(self, callback: Callable[[FrameResult | Gap], object]) -> None:
+        self.callback = callback
+
+    def write(self, result: FrameResult | Gap) -> None:
+        self.callback(result)
