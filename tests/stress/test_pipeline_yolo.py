@@ -1,0 +1,100 @@
+"""Real YOLO11 through the whole pipeline: the detections equal ultralytics' own."""
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("ultralytics")
+cv2 = pytest.importorskip("cv2")
+
+from aip.backends import BackendSpec  # noqa: E402
+from aip.manager import Pipeline  # noqa: E402
+from aip.models import resolve_model  # noqa: E402
+from aip.results import FrameResult  # noqa: E402
+from aip.samples import VIDEO_FRAMES, make_video  # noqa: E402
+from aip.sources import VideoFileSource  # noqa: E402
+
+pytestmark = [
+    pytest.mark.stress,
+    pytest.mark.filterwarnings("ignore::aip.models.RandomWeightsWarning"),
+]
+
+CONF = 1e-4  # a seeded model scores every box near 1.6e-4
+IMGSZ = (480, 640)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_video(tmp_path_factory.mktemp("media") / "bus_zidane.mp4")
+
+
+@pytest.fixture(scope="module")
+def reference(video: Path) -> list[np.ndarray]:
+    """ultralytics' own predictor, same weights, same frames, same threshold."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(resolve_model(None).path), task="detect")
+    with VideoFileSource(video) as source:
+        frames = [frame for frame, _ in source]
+    out = []
+    for frame in frames:
+        boxes = model.predict(frame, imgsz=list(IMGSZ), conf=CONF, verbose=False)[0].boxes
+        out.append(np.column_stack([boxes.xyxy.numpy(), boxes.conf.numpy(), boxes.cls.numpy()]))
+    return out
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    top_left = np.maximum(a[:, :2], b[:, :2])
+    bottom_right = np.minimum(a[:, 2:4], b[:, 2:4])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
+    area = lambda boxes: np.prod(boxes[:, 2:4] - boxes[:, :2], axis=1)  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def assert_same_detections(ours: np.ndarray, theirs: np.ndarray) -> None:
+    assert len(ours) == len(theirs) > 0
+    # same order: both sort by score with the same tie rule
+    assert (iou(ours, theirs) >= 0.99).all()
+    np.testing.assert_array_equal(ours[:, 5], theirs[:, 5])
+    np.testing.assert_allclose(ours[:, 4], theirs[:, 4], atol=1e-4)
+
+
+def spec(name: str) -> BackendSpec:
+    return BackendSpec(name, {"imgsz": IMGSZ, "threads": 1})
+
+
+@pytest.mark.parametrize("backend", ["cpu", "onnx"])
+def test_pipeline_detections_equal_ultralytics(backend: str, video: Path,
+                                               reference: list[np.ndarray]) -> None:
+    with VideoFileSource(video) as source, Pipeline([spec(backend)], mode="pull", conf=CONF) as pipeline:
+        results = list(pipeline.run(source))
+    assert [r.frame_id for r in results] == list(range(VIDEO_FRAMES))
+    for result, expected in zip(results, reference):
+        assert isinstance(result, FrameResult) and result.backend == backend
+        assert_same_detections(result.detections, expected)
+    assert mp.active_children() == []
+
+
+def test_heterogeneous_calibrated_run_takes_every_frame_once_in_order(
+    video: Path, reference: list[np.ndarray], tmp_path: Path
+) -> None:
+    with VideoFileSource(video) as source, Pipeline([spec("onnx"), spec("cpu")], mode="static",
+                                                    conf=CONF) as pipeline:
+        frames = iter(source)
+        first, _ = next(frames)
+        calibration = pipeline.calibrate(first, seconds=1.0, cache_path=tmp_path / "cal.json")
+        assert set(calibration.together_fps) == set(calibration.alone_fps)
+        assert all(weight >= 1 for weight in pipeline.weights)
+        results: list[Any] = list(pipeline.run(itertools.chain([first], frames)))
+    assert [r.frame_id for r in results] == list(range(VIDEO_FRAMES))
+    assert {r.backend for r in results} == {"onnx", "cpu"}
+    for result, expected in zip(results, reference):
+        assert_same_detections(result.detections, expected)
+    assert mp.active_children() == []
