@@ -102,6 +102,11 @@ class Pipeline:
     when every slot is busy: ``block`` (wait: nothing is lost), ``drop-oldest``
     (replace the oldest frame no worker took yet) or ``drop-newest``.
     Dropped frames come out as :class:`~aip.reorder.Gap` in their place.
+
+    A worker that dies has its frames reclaimed and done by the others, and
+    leaves the schedule; one that holds a frame longer than
+    ``stall_timeout_s`` is killed and treated the same. Workers exit on
+    their own when the manager process disappears.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class Pipeline:
         seed: int = 0,
         keep_frames: bool = False,
         start_timeout_s: float = 600.0,
+        stall_timeout_s: float = 60.0,
     ) -> None:
         if not backends:
             raise ValueError("a Pipeline needs at least one backend")
@@ -145,6 +151,7 @@ class Pipeline:
         self.seed = seed
         self.keep_frames = keep_frames
         self.start_timeout_s = start_timeout_s
+        self.stall_timeout_s = stall_timeout_s
         self.calibration: CalibrationResult | None = None
         self.metrics = Metrics()
         self.scheduler: Scheduler | None = None  # of the current or last run
@@ -268,6 +275,7 @@ class Pipeline:
     def _check_workers(self, scheduler: Scheduler | None) -> None:
         from aip.ring import HINT_ANY
 
+        self._kill_stalled()
         for worker in self._workers:
             if not worker.alive or worker.process.is_alive():
                 continue
@@ -284,6 +292,23 @@ class Pipeline:
             self._drain_events()
             details = "\n".join(f"--- {self.labels[i]}:\n{text}" for i, text in self._errors.items())
             raise WorkerError("every worker died" + (f":\n{details}" if details else ""))
+
+    def _kill_stalled(self) -> None:
+        """A worker that holds one frame past ``stall_timeout_s`` is hung
+        (a driver, a deadlock): kill it, so that its frames go to the others."""
+        now = time.perf_counter_ns()  # the SlotTable stamps with the same clock
+        limit_ns = self.stall_timeout_s * 1e9
+        for slot in range(self.n_slots):
+            info = self._table.slot_info(slot)
+            owner = info["owner"]
+            if info["state"] != "READING" or owner is None or now - info["t_claim_ns"] < limit_ns:
+                continue
+            worker = self._workers[owner]
+            if worker.alive and worker.process.is_alive():
+                log.warning("worker %s has held frame %d for over %.0f s: killing it", worker.label,
+                            info["frame_id"], self.stall_timeout_s)
+                worker.process.kill()
+                worker.process.join(timeout=5)
 
     # ---- results ---------------------------------------------------------------
 
@@ -386,7 +411,7 @@ class Pipeline:
 
                 frame, capture_ns = _split(pending)
                 if frame.shape != self._frame_shape:
-                    raise ValueError(f"frame {self._next_frame_id} is {frame.shape}, the stream "
+                    raise ValueError(f"frame {self._next_frame_id - base} is {frame.shape}, the stream "
                                      f"started at {self._frame_shape}: resize it in the source")
                 frame_id = self._next_frame_id
                 slot = self._free_slot()

@@ -46,8 +46,9 @@ def base_frames(hw: tuple[int, int] = VIDEO_HW) -> list[np.ndarray]:
     import cv2
 
     photos = [ultralytics_asset(name) for name in ("bus.jpg", "zidane.jpg")]
-    if all(photos):
-        return [letterboxed(cv2.imread(str(path)), hw) for path in photos]
+    images = [cv2.imread(str(path)) for path in photos if path is not None]
+    if len(images) == len(photos) and all(image is not None for image in images):
+        return [letterboxed(image, hw) for image in images if image is not None]
     drawn = []
     for colour in ((40, 160, 220), (200, 80, 30)):
         frame = np.full((*hw, 3), 90, np.uint8)
@@ -68,7 +69,7 @@ def make_video(path: Path, count: int = VIDEO_FRAMES, hw: tuple[int, int] = VIDE
     import cv2
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (hw[1], hw[0]))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (hw[1], hw[0]))
     if not writer.isOpened():
         raise OSError(f"OpenCV cannot write a video at {path}")
     for frame in video_frames(count, hw):

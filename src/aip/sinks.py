@@ -129,7 +129,7 @@ class AnnotatedVideoSink(_SinkBase):
     def _open(self, size: tuple[int, int]) -> Any:
         import cv2
 
-        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.codec), self.fps, size)
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*self.codec), self.fps, size)
         if not writer.isOpened():
             raise ValueError(f"cannot write video {self.path} with codec {self.codec!r} at {size[0]}x{size[1]}")
         return writer

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,10 @@ class WorkerConfig:
 
 def worker_main(config: WorkerConfig, events: Any) -> None:
     """Process entry point: run, and report any failure as text."""
+    from aip.models import RandomWeightsWarning
+
+    # The manager said it once when it prepared the model; not once per worker.
+    warnings.filterwarnings("ignore", category=RandomWeightsWarning)
     try:
         run_worker(config, events)
     except BaseException:

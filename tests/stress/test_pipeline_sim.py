@@ -150,3 +150,60 @@ def test_calibration_weights_follow_service_rates(tmp_path: Any) -> None:
         assert again == result  # reused from the cache, not measured again
         out = list(pipeline.run(frames(60)))
     assert [r.frame_id for r in out] == list(range(out[0].frame_id, out[0].frame_id + 60))
+
+
+def test_stalled_worker_is_killed_and_its_frames_redone() -> None:
+    stalling = BackendSpec("sim", {"latency_s": 0.002, "slowdown_after": 20,
+                                   "slowdown_factor": 10_000}, "stalls")
+    with Pipeline([stalling, sim(0.002, label="steady")], mode="pull",
+                  stall_timeout_s=0.5) as pipeline:
+        out = list(pipeline.run(frames(300)))
+    assert [r.frame_id for r in out] == list(range(300))
+    assert all(isinstance(r, FrameResult) for r in out)
+    assert sum(r.backend == "stalls" for r in out) <= 21
+    assert_no_children_left()
+
+
+MANAGER_DIES = """
+import os, signal, sys
+import numpy as np
+from aip.backends import BackendSpec
+from aip.manager import Pipeline
+
+if __name__ == "__main__":
+    pipeline = Pipeline([BackendSpec("sim", {"latency_s": 0.01})] * 2, mode="pull")
+    frames = (np.zeros((8, 8, 3), np.uint8) for _ in range(10_000))
+    for i, result in enumerate(pipeline.run(frames)):
+        if i == 20:
+            print(" ".join(str(w.process.pid) for w in pipeline._workers), flush=True)
+            print(pipeline._table.name, pipeline._ring.name, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="looks in /dev/shm")
+def test_killed_manager_leaves_no_orphan_worker_or_segment(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "manager_dies.py"
+    script.write_text(MANAGER_DIES)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    pids_line, names_line = proc.stdout.strip().splitlines()
+    pids, names = [int(p) for p in pids_line.split()], names_line.split()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.monotonic() + 30
+    while (any(map(alive, pids)) or any(os.path.exists(f"/dev/shm/{n}") for n in names)) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(alive, pids)), "workers outlived their manager"
+    assert not any(os.path.exists(f"/dev/shm/{n}") for n in names), "segments leaked"

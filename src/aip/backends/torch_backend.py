@@ -13,6 +13,8 @@ Options (all optional):
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib.util
 import sys
 from typing import TYPE_CHECKING, Any
@@ -66,6 +68,12 @@ class TorchBackend(Backend):
             _check_cuda(int(spec.options.get("device", 0)))
         elif spec.name == "mps":
             _check_mps()
+
+    @classmethod
+    def prepare(cls, spec: BackendSpec) -> BackendSpec:
+        """Resolve (and for a .yaml, build and save) the model once, in the manager."""
+        source = resolve_model(spec.options.get("model", DEFAULT_MODEL), seed=int(spec.options.get("seed", 0)))
+        return dataclasses.replace(spec, options={**spec.options, "model": str(source.path)})
 
     def load(self) -> None:
         import torch

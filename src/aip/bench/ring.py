@@ -156,7 +156,12 @@ class _Sender:
             socket = context.socket(zmq.PUSH)
             socket.connect(endpoint)
             self.send = socket.send
-            self.close = lambda: (socket.close(linger=-1), context.term())
+
+            def close() -> None:
+                socket.close(linger=-1)  # deliver what is queued, then stop
+                context.term()
+
+            self.close = close
 
 
 class _Receiver:
@@ -189,7 +194,12 @@ class _Receiver:
             socket = context.socket(zmq.PULL)
             socket.bind(endpoint)
             self.receive = lambda: (socket.recv(),)
-            self.close = lambda: (socket.close(linger=0), context.term())
+
+            def close() -> None:
+                socket.close(linger=0)
+                context.term()
+
+            self.close = close
 
 
 def _produce(name: str, endpoint: Any, producer: int, count: int, paced_period_ns: int,

@@ -26,10 +26,17 @@
 #define AIP_WAIT_TIMEOUT 1
 #define AIP_WAIT_INTERRUPTED 2 /* a signal: let the caller run its handlers */
 
+/* The clock of Python's time.perf_counter_ns(), so that times stamped here
+ * and in Python compare: CLOCK_MONOTONIC on Linux, mach_absolute_time
+ * (CLOCK_UPTIME_RAW) on macOS. */
 static inline int64_t aip_now_ns(void) {
+#if defined(__APPLE__)
+    return (int64_t)clock_gettime_nsec_np(CLOCK_UPTIME_RAW);
+#else
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + (int64_t)ts.tv_nsec;
+#endif
 }
 
 #if defined(__linux__)
