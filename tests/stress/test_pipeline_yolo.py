@@ -20,6 +20,7 @@ from aip.models import resolve_model  # noqa: E402
 from aip.results import FrameResult  # noqa: E402
 from aip.samples import VIDEO_FRAMES, make_video  # noqa: E402
 from aip.sources import VideoFileSource  # noqa: E402
+from detection_checks import assert_same_detections  # noqa: E402
 
 pytestmark = [
     pytest.mark.stress,
@@ -48,22 +49,6 @@ def reference(video: Path) -> list[np.ndarray]:
         boxes = model.predict(frame, imgsz=list(IMGSZ), conf=CONF, verbose=False)[0].boxes
         out.append(np.column_stack([boxes.xyxy.numpy(), boxes.conf.numpy(), boxes.cls.numpy()]))
     return out
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    top_left = np.maximum(a[:, :2], b[:, :2])
-    bottom_right = np.minimum(a[:, 2:4], b[:, 2:4])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
-    area = lambda boxes: np.prod(boxes[:, 2:4] - boxes[:, :2], axis=1)  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
-
-
-def assert_same_detections(ours: np.ndarray, theirs: np.ndarray) -> None:
-    assert len(ours) == len(theirs) > 0
-    # same order: both sort by score with the same tie rule
-    assert (iou(ours, theirs) >= 0.99).all()
-    np.testing.assert_array_equal(ours[:, 5], theirs[:, 5])
-    np.testing.assert_allclose(ours[:, 4], theirs[:, 4], atol=1e-4)
 
 
 def spec(name: str) -> BackendSpec:
