@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aip.models import export
+
 __version__ = "0.1.0"
 
 
@@ -15,4 +17,4 @@ def get_include() -> str:
     return str(Path(__file__).parent / "_core" / "include")
 
 
-__all__ = ["__version__", "get_include"]
+__all__ = ["__version__", "export", "get_include"]

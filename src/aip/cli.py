@@ -2,7 +2,8 @@
 
     aip run [SOURCE] [--backend SPEC ...] [--mode static|adaptive|pull] ...
     aip backends                 what this machine can run, and why not
-    aip calibrate [--backend SPEC ...]
+    aip calibrate [SOURCE] [--backend SPEC ...]
+    aip export [MODEL] --format onnx|coreml|torchscript [--imgsz HxW] [--half]
     aip bench SUITE ...          same as python -m aip.bench
 
 A backend SPEC is ``NAME[:OPTIONS]``: ``cpu``, ``onnx``, ``cuda:1`` (device
@@ -16,7 +17,6 @@ import itertools
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -184,6 +184,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from aip.models import export
+
+    for fmt in args.format:
+        path = export(args.model, fmt, args.imgsz or (640, 640), half=args.half)
+        print(f"{fmt}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aip", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--seconds", type=float, default=3.0, help="per measurement phase")
     calibrate.set_defaults(handler=cmd_calibrate)
 
+    export = commands.add_parser("export", help="export a model for runtimes (cached)")
+    export.add_argument("model", nargs="?", help="a .pt or .yaml (default: seeded yolo11n.yaml)")
+    export.add_argument("--format", "-f", action="append", choices=("onnx", "coreml", "torchscript"),
+                        required=True, help="repeat for several")
+    export.add_argument("--imgsz", type=_imgsz, help="network input, e.g. 640 or 480x640")
+    export.add_argument("--half", action="store_true", help="float16 weights")
+    export.set_defaults(handler=cmd_export)
+
     bench = commands.add_parser("bench", help="python -m aip.bench", add_help=False)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(handler=lambda args: _bench(args.rest))
@@ -240,7 +257,6 @@ def _bench(rest: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="aip: %(message)s")
-    warnings.simplefilter("default")
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))

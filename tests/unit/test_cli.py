@@ -66,3 +66,15 @@ def test_backends_lists_every_backend(capsys: pytest.CaptureFixture[str]) -> Non
     assert "sim      available" in out
     for name in ("cpu", "onnx", "cuda", "mps", "coreml"):
         assert name in out
+
+
+def test_export_writes_a_cached_onnx(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ultralytics")
+    pytest.importorskip("onnx")
+    from aip.models import RandomWeightsWarning
+
+    with pytest.warns(RandomWeightsWarning):
+        assert main(["export", "--format", "onnx", "--imgsz", "480x640"]) == 0
+    path = Path(capsys.readouterr().out.split("onnx: ", 1)[1].strip())
+    assert path.suffix == ".onnx" and path.stat().st_size > 1_000_000
+    assert "480x640" in path.name
