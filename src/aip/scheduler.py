@@ -25,6 +25,8 @@ from typing import Final, Protocol, TypeVar
 
 import numpy as np
 
+from aip.ring import HINT_ANY  # "any worker may take this frame": the slot table's own value
+
 __all__ = [
     "HINT_ANY",
     "SCHEDULER_MODES",
@@ -37,8 +39,6 @@ __all__ = [
     "weighted_cycle",
 ]
 
-#: Hint meaning "any worker may take this frame" (fits the slot's uint32 field).
-HINT_ANY: Final = 0xFFFFFFFF
 
 Weights = Mapping[int, int] | Sequence[int]
 """Integer weights per backend id; a sequence means ids ``0..len-1``."""

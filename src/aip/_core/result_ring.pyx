@@ -29,7 +29,7 @@ from posix.signal cimport kill
 from posix.unistd cimport getpid
 
 from aip._core._layout cimport (
-    AIP_AGAIN, AIP_CLOSED, AIP_EMPTY, AIP_FULL, AIP_MAGIC_RESULT_RING,
+    AIP_AGAIN, AIP_ASSERT, AIP_CLOSED, AIP_EMPTY, AIP_FULL, AIP_MAGIC_RESULT_RING,
     AIP_NO_LANE, AIP_OK, AIP_TIMEOUT, aip_cas_u64, aip_fetch_add_u32,
     aip_lane, aip_load_u32_acquire, aip_load_u64_acquire, aip_load_u64_relaxed,
     aip_ring_header, aip_store_u32_release, aip_store_u64_release,
@@ -86,6 +86,7 @@ cdef int try_put(void *p) noexcept nogil:
         a.head_seen = aip_load_u64_acquire(&a.lane.head)
         if a.tail - a.head_seen > a.mask:
             return AIP_FULL
+    AIP_ASSERT(a.tail - a.head_seen <= a.mask)  # a free cell, by the check above
     memcpy(a.cells + (a.tail & a.mask) * a.record_size, a.record, a.record_size)
     a.tail += 1
     # Release: the record bytes are visible to whoever reads this tail.
@@ -122,6 +123,7 @@ cdef int try_get(void *p) noexcept nogil:
         head = aip_load_u64_relaxed(&lane.head)  # only the consumer writes it
         tail = aip_load_u64_acquire(&lane.tail)  # acquire: pairs with try_put's release
         n = tail - head
+        AIP_ASSERT(n <= a.mask + 1)  # a producer never runs more than a lap ahead
         if n == 0:
             continue
         if n > <uint64_t>(a.max_records - got):

@@ -1,6 +1,7 @@
 from types import TracebackType
 from typing import Any
 
+DEBUG_BUILD: bool
 FREE: int
 WRITING: int
 READY: int

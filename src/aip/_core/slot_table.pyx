@@ -20,7 +20,7 @@ from aip._core._layout cimport (
     AIP_CTL_OWNER, AIP_CTL_STATE, AIP_EMPTY, AIP_FULL, AIP_HINT_ANY,
     AIP_MAGIC_SLOT_TABLE, AIP_MAX_WORKER, AIP_NO_OWNER, AIP_NOT_OWNER, AIP_OK,
     AIP_SLOT_FREE, AIP_SLOT_READING, AIP_SLOT_READY, AIP_SLOT_WRITING, AIP_TIMEOUT,
-    AIP_WRONG_STATE, AIP_ASSERT, aip_cas_u64, aip_fetch_add_u32, aip_load_u32_acquire,
+    AIP_WRONG_STATE, AIP_ASSERT, AIP_DEBUG, aip_cas_u64, aip_fetch_add_u32, aip_load_u32_acquire,
     aip_load_u32_relaxed, aip_load_u64_acquire, aip_load_u64_relaxed,
     aip_now_ns, aip_slot, aip_slot_table_header, aip_store_u32_release,
     aip_store_u32_relaxed, aip_store_u64_relaxed, aip_wake_all,
@@ -34,6 +34,7 @@ from aip._core._sync cimport deadline_after, wait_until, wake_sleepers
 
 from cpython.exc cimport PyErr_CheckSignals
 
+DEBUG_BUILD = bool(AIP_DEBUG)  # invariant checks compiled in (AIP_DEBUG=ON)
 FREE = AIP_SLOT_FREE
 WRITING = AIP_SLOT_WRITING
 READY = AIP_SLOT_READY
@@ -89,6 +90,7 @@ cdef int try_claim(void *p) noexcept nogil:
             return AIP_EMPTY
         if aip_cas_u64(&a.slots[best].ctl, &best_ctl,
                        AIP_CTL_MAKE(AIP_SLOT_READING, a.worker, AIP_CTL_GENERATION(best_ctl))):
+            AIP_ASSERT(AIP_CTL_OWNER(best_ctl) == AIP_NO_OWNER)  # READY slots have no owner
             aip_store_u64_relaxed(<uint64_t *>&a.slots[best].t_claim_ns, <uint64_t>aip_now_ns())
             a.slot = best
             return AIP_OK
@@ -114,6 +116,7 @@ cdef int try_acquire_free(void *p) noexcept nogil:
             continue
         if aip_cas_u64(&a.slots[i].ctl, &ctl,
                        AIP_CTL_MAKE(AIP_SLOT_WRITING, AIP_NO_OWNER, AIP_CTL_GENERATION(ctl) + 1)):
+            AIP_ASSERT(AIP_CTL_OWNER(ctl) == AIP_NO_OWNER)  # FREE slots have no owner
             a.slot = i
             return AIP_OK
     return AIP_FULL
