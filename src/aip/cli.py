@@ -158,9 +158,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for sink in sinks:
                     sink.close()
     print(pipeline.metrics.format_table())
+    efficiency = pipeline.metrics.scheduling_efficiency
+    if efficiency is not None and efficiency > 1.1:
+        print("aip: the cached calibration undersells this machine (measured under other load?): "
+              "run with --recalibrate", file=sys.stderr)
     if args.metrics_json:
         with open(args.metrics_json, "w", encoding="utf-8") as out:
             out.write(pipeline.metrics.to_json() + "\n")
+    if args.plot:
+        pipeline.metrics.plot(args.plot)
     return 0
 
 
@@ -223,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jsonl", metavar="PATH", help="write one JSON line per frame")
     run.add_argument("--video", metavar="PATH", help="write an annotated video")
     run.add_argument("--metrics-json", metavar="PATH", help="write the run's metrics as JSON")
+    run.add_argument("--plot", metavar="PATH", help="save latency and FPS plots (PNG, needs matplotlib)")
     run.set_defaults(handler=cmd_run)
 
     backends = commands.add_parser("backends", help="which backends run here, and why not")

@@ -93,6 +93,13 @@ class LatencyStats:
     def p99_s(self) -> float:
         return self.percentile(99)
 
+    def histogram(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(lower_edges_s, counts)`` of the buckets that hold samples (for plots)."""
+        counts = np.asarray(self._counts)
+        used = np.flatnonzero(counts)
+        lower = np.where(used == 0, 0.0, _LOWEST_S * np.exp((used - 1) * _LOG_GROWTH))
+        return lower, counts[used]
+
     def to_dict(self) -> dict[str, Any]:
         """Summary in milliseconds; ``None`` for figures of an empty distribution."""
 
@@ -209,6 +216,34 @@ class Metrics:
     def to_json(self, indent: int | None = 2) -> str:
         """:meth:`to_dict` as JSON text."""
         return json.dumps(self.to_dict(), indent=indent)
+
+    def plot(self, path: str) -> None:
+        """Save a figure: inference latency per backend, and ordered FPS over time.
+
+        Needs matplotlib (ultralytics brings it).
+        """
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no display needed
+        import matplotlib.pyplot as plt
+
+        figure, (latency_axes, fps_axes) = plt.subplots(1, 2, figsize=(12, 4.5))
+        for name, backend in self.backends.items():
+            lower, counts = backend.inference.histogram()
+            if len(counts):
+                latency_axes.bar(lower * 1e3, counts, width=lower * 1e3 * (_GROWTH - 1),
+                                 align="edge", alpha=0.6, label=name)
+        latency_axes.set(xlabel="inference latency (ms)", ylabel="frames", xscale="log",
+                         title="Latency per backend")
+        latency_axes.legend()
+        fps_axes.bar(np.arange(len(self.fps_timeline)), self.fps_timeline, width=1.0, align="edge")
+        if self.ideal_fps:
+            fps_axes.axhline(self.ideal_fps, color="black", linestyle="--", label="calibrated ideal")
+            fps_axes.legend()
+        fps_axes.set(xlabel="second of the run", ylabel="ordered frames", title="Throughput")
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
 
     def format_table(self) -> str:
         """A fixed-width text report: run totals, then one latency row per backend."""

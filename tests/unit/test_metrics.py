@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -168,3 +169,23 @@ def test_format_table_of_an_empty_run_shows_dashes() -> None:
     table = Metrics().format_table()
     assert "no calibrated ideal" in table
     assert table.splitlines()[-1].split() == ["all", "0", "-", "-", "-", "-", "-", "-", "-", "-"]
+
+
+def test_histogram_counts_every_sample() -> None:
+    stats = LatencyStats()
+    for seconds in (0.01, 0.01, 0.02, 1e-7):
+        stats.record(seconds)
+    lower, counts = stats.histogram()
+    assert counts.sum() == 4 and lower[0] == 0.0
+    assert (np.diff(lower) > 0).all()
+
+
+def test_plot_writes_a_png(tmp_path: Any) -> None:
+    pytest.importorskip("matplotlib")
+    metrics = Metrics(ideal_fps=50.0)
+    for i in range(100):
+        metrics.record_processed("onnx", 0.02 + i * 1e-4)
+        metrics.record_ordered("onnx", 0.05, i / 40)
+    path = tmp_path / "metrics.png"
+    metrics.plot(str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
