@@ -83,3 +83,13 @@ def test_heterogeneous_calibrated_run_takes_every_frame_once_in_order(
     for result, expected in zip(results, reference):
         assert_same_detections(result.detections, expected)
     assert mp.active_children() == []
+
+
+def test_worker_that_fails_to_load_raises_with_its_traceback() -> None:
+    from aip.manager import WorkerError
+
+    broken = BackendSpec("cpu", {"imgsz": IMGSZ, "threads": "many"})  # int("many") fails in load()
+    with pytest.raises(WorkerError, match=r"(?s)failed to start.*ValueError.*many"):
+        with Pipeline([broken]) as pipeline:
+            pipeline.start((48, 64, 3))
+    assert mp.active_children() == []

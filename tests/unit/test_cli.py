@@ -78,3 +78,16 @@ def test_export_writes_a_cached_onnx(capsys: pytest.CaptureFixture[str]) -> None
     path = Path(capsys.readouterr().out.split("onnx: ", 1)[1].strip())
     assert path.suffix == ".onnx" and path.stat().st_size > 1_000_000
     assert "480x640" in path.name
+
+
+def test_run_writes_an_annotated_video(tmp_path: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    video = tmp_path / "annotated.mp4"
+    assert main(["run", "synthetic:64x48", "-b", "sim:0.001", "--frames", "12", "--mode", "pull",
+                 "--video", str(video)]) == 0
+    capture = cv2.VideoCapture(str(video))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    capture.release()
+    assert frames == 12
