@@ -1,4 +1,4 @@
-"""Issue 4's bar for "the same detections", shared by the tests that compare with ultralytics."""
+"""What "the same detections as ultralytics" means, for the tests that compare with it."""
 from __future__ import annotations
 
 import numpy as np
