@@ -9,7 +9,6 @@ about inference speed.
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from aip.backends import BackendSpec
-from aip.bench.report import format_table, write_json
+from aip.bench.report import format_table, publish, suite_parser
 from aip.manager import Pipeline
 from aip.results import FrameResult
 
@@ -102,14 +101,9 @@ def summarize(document: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aip.bench pipeline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser = suite_parser("pipeline", __doc__)
     parser.add_argument("--frames", type=int, default=800, help="frames in the seed scenario")
     parser.add_argument("--drift-frames", type=int, default=1600, help="frames in the drift scenario")
     args = parser.parse_args(argv)
     document = run(args.frames, args.drift_frames)
-    print(summarize(document))
-    if args.json:
-        write_json(args.json, "pipeline", **document)
-    return 0
+    return publish("pipeline", document, summarize(document), args.json)

@@ -1,6 +1,7 @@
 """Shared output of the benchmark suites: a text table and a JSON file."""
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import sys
@@ -50,3 +51,19 @@ def machine() -> dict[str, Any]:
 def write_json(path: str | Path, suite: str, **sections: Any) -> None:
     document = {"suite": suite, "machine": machine(), **sections}
     Path(path).write_text(json.dumps(document, indent=2) + "\n")
+
+
+def suite_parser(suite: str, description: str | None) -> argparse.ArgumentParser:
+    """The command line every suite shares: ``python -m aip.bench SUITE [--json PATH]``."""
+    parser = argparse.ArgumentParser(prog=f"python -m aip.bench {suite}", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    return parser
+
+
+def publish(suite: str, document: dict[str, Any], summary: str, json_path: str | None) -> int:
+    """Print a suite's summary and, when asked, write its JSON; the exit status."""
+    print(summary)
+    if json_path:
+        write_json(json_path, suite, **document)
+    return 0

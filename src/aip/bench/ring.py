@@ -15,7 +15,6 @@ into the same number of buffers.
 """
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
 import tempfile
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from aip.bench.report import format_table, percentiles_us, write_json
+from aip.bench.report import format_table, percentiles_us, publish, suite_parser
 from aip.ring import HINT_ANY, Empty, ResultRing, SlotTable, slot_arrays
 
 CTX = mp.get_context("spawn")
@@ -461,14 +460,9 @@ def summarize(document: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aip.bench ring", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser = suite_parser("ring", __doc__)
     parser.add_argument("--frames", type=int, default=5000, help="frames per frame mechanism")
     parser.add_argument("--quick", action="store_true", help="a tenth of the messages (smoke run)")
     args = parser.parse_args(argv)
     document = run(frames=args.frames, quick=args.quick)
-    print(summarize(document))
-    if args.json:
-        write_json(args.json, "ring", **document)
-    return 0
+    return publish("ring", document, summarize(document), args.json)

@@ -19,7 +19,6 @@ share alone as ``infer_p50_ms``).
 """
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from aip.bench.report import format_table, write_json
+from aip.bench.report import format_table, publish, suite_parser
 
 COLUMNS = ["system", "config", "fps", "p50_ms", "p99_ms", "infer_p50_ms"]
 CONF = 1e-4  # a seeded model scores every box near 1.6e-4: keep them, as real weights would
@@ -183,15 +182,10 @@ def summarize(document: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aip.bench yolo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser = suite_parser("yolo", __doc__)
     parser.add_argument("--frames", type=int, default=150, help="frames of the sample video")
     parser.add_argument("--model", help="yolo11n.pt or another .pt (default: seeded yolo11n.yaml)")
     parser.add_argument("--seconds", type=float, default=8.0, help="per raw-loop measurement")
     args = parser.parse_args(argv)
     document = run(args.frames, args.model, args.seconds)
-    print(summarize(document))
-    if args.json:
-        write_json(args.json, "yolo", **document)
-    return 0
+    return publish("yolo", document, summarize(document), args.json)
