@@ -156,7 +156,7 @@ def test_stalled_worker_is_killed_and_its_frames_redone() -> None:
     stalling = BackendSpec("sim", {"latency_s": 0.002, "slowdown_after": 20,
                                    "slowdown_factor": 10_000}, "stalls")
     with Pipeline([stalling, sim(0.002, label="steady")], mode="pull",
-                  stall_timeout_s=0.5) as pipeline:
+                  stall_timeout_s=2.0) as pipeline:
         out = list(pipeline.run(frames(300)))
     assert [r.frame_id for r in out] == list(range(300))
     assert all(isinstance(r, FrameResult) for r in out)
