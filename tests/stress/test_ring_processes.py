@@ -240,3 +240,39 @@ def test_segment_of_a_killed_creator_is_cleaned_up() -> None:
     while os.path.exists(f"/dev/shm/{name}") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not os.path.exists(f"/dev/shm/{name}")
+
+
+def put_through_inherited_handle(ring: ResultRing, producer: int, count: int) -> None:
+    record = np.zeros((), RECORD)
+    record["producer"] = producer
+    for seq in range(count):
+        record["seq"] = seq
+        ring.put(record.tobytes(), timeout=JOIN_S)
+    ring.close()  # must not give back the parent's lane
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_forked_child_takes_a_lane_of_its_own() -> None:
+    import threading
+
+    fork = mp.get_context("fork")
+    with ResultRing.create(capacity=64, record_size=RECORD.itemsize, max_producers=2) as ring:
+        record = np.zeros((), RECORD)
+        ring.put(record.tobytes())  # the parent holds lane 0 now
+        child = fork.Process(target=put_through_inherited_handle, args=(ring, 1, 5000))
+        child.start()
+        # a second handle consumes, in a thread, so that both producers keep flowing
+        consumer = ResultRing.attach(ring.name)
+        received: list[np.ndarray] = []
+        reader = threading.Thread(
+            target=lambda: received.append(consume(consumer, 10_000, idle_timeout=JOIN_S)))
+        reader.start()
+        for seq in range(1, 5000):
+            record["seq"] = seq
+            ring.put(record.tobytes(), timeout=JOIN_S)
+        reader.join(JOIN_S)
+        child.join(JOIN_S)
+        consumer.close()
+        assert child.exitcode == 0
+        assert_exactly_once_in_order(received[0], 2, 5000)
+        ring.put(record.tobytes())  # the parent still owns its lane

@@ -19,10 +19,12 @@ cdef class ResultRing:
     cdef uint64_t _head_seen          # producer: last lane.head read (stale ok)
     cdef bint _consumer               # this handle holds the consumer role
     cdef uint32_t _next_lane          # consumer: lane to look at first (fairness)
+    cdef uint32_t _fork_generation    # _fork_generation when the roles were taken
 
     cdef aip_ring_header *_live_header(self) except NULL
     cdef int _take_lane(self) except -1
     cdef int _take_consumer_role(self) except -1
     cdef void _release_roles(self) noexcept
+    cdef void _forget_inherited_roles(self) noexcept
     cdef int _get_into(self, char *out, Py_ssize_t max_records, object timeout,
                        Py_ssize_t *count) except -1

@@ -41,6 +41,8 @@ from aip._core._segment cimport (
 )
 from aip._core._status cimport raise_for_status
 from aip._core._status import RingError
+
+import os
 from aip._core._sync cimport deadline_after, wait_until, wake_sleepers
 
 cdef enum:
@@ -52,9 +54,30 @@ cdef enum:
 # handle has (a forked child gets its own pid, hence its own tokens).
 cdef uint32_t _handles_made = 0
 
+# Bumped in a forked child. A handle inherited through fork() must not go on
+# writing its parent's lane or reading as its parent's consumer (two writers
+# on one single-producer lane corrupt it): it notices the new generation on
+# its next call and takes roles of its own. One integer compare per call,
+# where getpid() would be a syscall.
+cdef uint32_t _fork_generation = 0
+
+
+def _after_fork_in_child():
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 cdef inline uint64_t _round_up(uint64_t n, uint64_t to) noexcept nogil:
     return (n + to - 1) // to * to
+
+
+cdef uint64_t _new_token() noexcept:
+    global _handles_made
+    _handles_made += 1
+    return (<uint64_t>getpid() << 32) | _handles_made
 
 
 cdef bint _token_alive(uint64_t token) noexcept:
@@ -226,8 +249,8 @@ cdef class ResultRing:
         ring.record_size = h.record_size
         ring.max_producers = h.n_lanes
         ring._lane_bytes = <uint64_t>h.capacity * h.record_size
-        _handles_made += 1
-        ring._token = (<uint64_t>getpid() << 32) | _handles_made
+        ring._token = _new_token()
+        ring._fork_generation = _fork_generation
         ring._next_lane = 0
         return ring
 
@@ -255,6 +278,8 @@ cdef class ResultRing:
 
     cdef void _release_roles(self) noexcept:
         cdef uint64_t expected
+        if self._fork_generation != _fork_generation:
+            self._forget_inherited_roles()  # the roles are the parent's: not ours to give back
         if self._lane >= 0:
             expected = self._token
             aip_cas_u64(&self._lanes[self._lane].owner_token, &expected, 0)
@@ -315,6 +340,13 @@ cdef class ResultRing:
 
     # ---- roles -----------------------------------------------------------
 
+    cdef void _forget_inherited_roles(self) noexcept:
+        """In a forked child: the parent keeps its lane and role; this handle starts afresh."""
+        self._lane = -1
+        self._consumer = False
+        self._token = _new_token()
+        self._fork_generation = _fork_generation
+
     cdef int _take_lane(self) except -1:
         cdef uint32_t i
         cdef uint64_t owner
@@ -356,6 +388,8 @@ cdef class ResultRing:
         cdef aip_ring_header *h = self._live_header()
         if aip_load_u32_acquire(&h.seg.closed):
             raise_for_status(AIP_CLOSED, "ResultRing was shut down")
+        if self._fork_generation != _fork_generation:
+            self._forget_inherited_roles()
         if self._lane < 0:
             self._take_lane()
         cdef Py_buffer view
@@ -407,6 +441,8 @@ cdef class ResultRing:
     cdef int _get_into(self, char *out, Py_ssize_t max_records, object timeout,
                        Py_ssize_t *count) except -1:
         cdef aip_ring_header *h = self._live_header()
+        if self._fork_generation != _fork_generation:
+            self._forget_inherited_roles()
         if not self._consumer:
             self._take_consumer_role()
         cdef get_attempt a
