@@ -15,6 +15,7 @@ traceback text before the process exits non-zero.
 from __future__ import annotations
 
 import os
+import signal
 import time
 import traceback
 import warnings
@@ -70,6 +71,9 @@ def worker_main(config: WorkerConfig, events: Any) -> None:
 
     # The manager said it once when it prepared the model; not once per worker.
     warnings.filterwarnings("ignore", category=RandomWeightsWarning)
+    # Ctrl-C reaches the whole process group: the manager handles it and shuts
+    # the workers down through the SlotTable, so they finish cleanly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         run_worker(config, events)
     except BaseException:
