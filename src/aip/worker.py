@@ -91,6 +91,10 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
     backend.load()
     frames = slot_arrays(table, config.frame_shape)
     infer_frame = _inference(backend, config)
+    # One frame through the whole path before reporting ready: the first call
+    # compiles (or loads from cache) the Numba kernels, up to a second or so
+    # that must not land on a real frame's latency.
+    infer_frame(np.zeros(config.frame_shape, np.uint8))
     record = np.zeros((), result_dtype(config.max_detections))
     record["worker"] = config.worker_id
     record["status"] = RESULT_OK
