@@ -43,8 +43,8 @@ setup(
 CHECK = """
 import consumer
 from aip.ring import SlotTable
-assert consumer.layout_version() == 1, consumer.layout_version()
-assert consumer.struct_sizes() == (256, 64), consumer.struct_sizes()
+assert consumer.layout_version() == 2, consumer.layout_version()
+assert consumer.struct_sizes() == (192, 64), consumer.struct_sizes()
 with SlotTable.create(n_slots=3) as table:
     assert consumer.slots_of(table) == 3
 print("ok")

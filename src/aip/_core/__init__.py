@@ -3,11 +3,13 @@
 Knows bytes and slots, nothing of frames or models. Other projects import it
 through :mod:`aip.ring`.
 """
-from aip._core._status import Closed, Empty, Full, NoLaneError, RingError, SlotStateError
+from aip._core._status import (
+    Closed, CorruptSegmentError, Empty, Full, NoLaneError, RingError, SlotStateError,
+)
 from aip._core.result_ring import ResultRing
 from aip._core.slot_table import HINT_ANY, MAX_WORKER, SlotTable
 
 __all__ = [
-    "HINT_ANY", "MAX_WORKER", "Closed", "Empty", "Full", "NoLaneError",
+    "HINT_ANY", "MAX_WORKER", "Closed", "CorruptSegmentError", "Empty", "Full", "NoLaneError",
     "ResultRing", "RingError", "SlotStateError", "SlotTable",
 ]

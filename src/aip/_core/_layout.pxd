@@ -1,5 +1,6 @@
 # C declarations of the shared-memory layouts (include/aip_layout.h), the
-# atomics (include/aip_atomic.h) and the sleep/wake words (include/aip_wait.h).
+# atomics (include/aip_atomic.h), the sleep/wake words (include/aip_wait.h)
+# and process identity (include/aip_proc.h).
 # Declarations only: the classes that use them are in the other .pxd files.
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
@@ -26,6 +27,7 @@ cdef extern from "aip_layout.h":
         AIP_NOT_OWNER
         AIP_NO_LANE
         AIP_BAD_INDEX
+        AIP_CORRUPT
 
     ctypedef struct aip_segment_header:
         uint32_t magic           # AIP_MAGIC_*: stored last at creation
@@ -35,6 +37,11 @@ cdef extern from "aip_layout.h":
         uint32_t creator_pid     # process that created it
         uint32_t closed          # atomic: 1 once shut down
         uint32_t header_size     # bytes of the kind-specific header
+        uint64_t pid_namespace   # creator's PID namespace, 0 where unknown
+
+    ctypedef struct aip_wake_line:
+        uint32_t seq             # bumped by a waker that saw sleepers
+        uint32_t sleepers        # sleepers on seq
 
     cdef enum aip_slot_state:
         AIP_SLOT_FREE
@@ -49,6 +56,7 @@ cdef extern from "aip_layout.h":
     unsigned int AIP_NO_OWNER
     unsigned int AIP_MAX_WORKER
     unsigned int AIP_HINT_ANY
+    unsigned long long AIP_TOKEN_PENDING
 
     ctypedef struct aip_slot:
         uint64_t ctl             # state | owner << 8 | generation << 32
@@ -61,18 +69,18 @@ cdef extern from "aip_layout.h":
     ctypedef struct aip_slot_table_header:
         aip_segment_header seg   # common header
         uint32_t n_slots         # number of slots
+        uint32_t n_wake          # wake lines of hinted claims (+1 for any-hint claims)
         uint64_t slot_bytes      # payload bytes per slot
+        uint64_t wake_offset     # offset of aip_wake_line[n_wake + 1]
         uint64_t slots_offset    # offset of aip_slot[n_slots]
         uint64_t data_offset     # offset of the payloads
         uint64_t data_stride     # bytes between two payloads
-        uint32_t ready_seq       # wake word: a slot may be READY
-        uint32_t ready_sleepers  # sleepers on ready_seq
-        uint32_t free_seq        # wake word: a slot may be FREE
-        uint32_t free_sleepers   # sleepers on free_seq
+        aip_wake_line free_wake  # the manager sleeps here for a FREE slot
 
     ctypedef struct aip_lane:
         uint64_t tail            # records published (producer)
         uint64_t owner_token     # producer handle, 0 = free
+        uint64_t owner_start     # start time of the owner's process
         uint32_t space_sleeping  # producers asleep on space_seq
         uint64_t head            # records consumed (consumer)
         uint32_t space_seq       # bumped when the consumer frees room
@@ -85,6 +93,7 @@ cdef extern from "aip_layout.h":
         uint64_t lanes_offset    # offset of aip_lane[n_lanes]
         uint64_t cells_offset    # offset of lane 0's cells
         uint64_t consumer_token  # consumer handle, 0 = none
+        uint64_t consumer_start  # start time of the consumer's process
         uint32_t data_seq        # consumer's wake word
         uint32_t consumer_sleeping  # consumers asleep on data_seq
 
@@ -110,7 +119,17 @@ cdef extern from "aip_wait.h" nogil:
     int AIP_WAIT_WOKEN
     int AIP_WAIT_TIMEOUT
     int AIP_WAIT_INTERRUPTED
+    int AIP_WAIT_CHANGED
     const char *AIP_WAIT_BACKEND
     int64_t aip_now_ns() noexcept
     int aip_wait_u32(uint32_t *addr, uint32_t expected, int64_t timeout_ns) noexcept
     void aip_wake_all(uint32_t *addr) noexcept
+    void aip_wake_one(uint32_t *addr) noexcept
+
+
+cdef extern from "aip_proc.h" nogil:
+    int AIP_PROC_FOUND
+    int AIP_PROC_GONE
+    int AIP_PROC_UNKNOWN
+    int aip_process_start(int pid, uint64_t *start) noexcept
+    uint64_t aip_pid_namespace() noexcept

@@ -3,7 +3,7 @@
 import queue
 
 from aip._core._layout cimport (
-    AIP_AGAIN, AIP_BAD_INDEX, AIP_CLOSED, AIP_EMPTY, AIP_FULL, AIP_NO_LANE,
+    AIP_AGAIN, AIP_BAD_INDEX, AIP_CLOSED, AIP_CORRUPT, AIP_EMPTY, AIP_FULL, AIP_NO_LANE,
     AIP_NOT_OWNER, AIP_OK, AIP_TIMEOUT, AIP_WRONG_STATE,
 )
 
@@ -32,6 +32,16 @@ class NoLaneError(RingError):
     """Every producer lane of a ResultRing is held by a live producer."""
 
 
+class CorruptSegmentError(RingError, ValueError):
+    """A value read from a shared-memory segment is out of range.
+
+    Another process wrote where it should not (or the segment is not what
+    its header says). The core never reads or writes outside the mapping
+    because of such a value: it raises this instead. The message names the
+    segment.
+    """
+
+
 cdef int raise_for_status(int status, str what) except -1:
     if status == AIP_OK:
         return 0
@@ -49,4 +59,6 @@ cdef int raise_for_status(int status, str what) except -1:
         raise NoLaneError(what)
     if status == AIP_BAD_INDEX:
         raise IndexError(what)
+    if status == AIP_CORRUPT:
+        raise CorruptSegmentError(what)
     raise RuntimeError(f"{what}: unexpected status {status}")

@@ -1,19 +1,22 @@
 # Waiting without burning a core, shared by SlotTable and ResultRing.
 #
-# The sleep/wake handshake (a Dekker pattern, so no wake is ever lost):
-#   sleeper: sleepers += 1 (seq_cst); seen = seq; re-check; sleep while seq == seen
-#   waker:   change the state; full fence; if sleepers: seq += 1; wake all
+# The sleep/wake handshake (a Dekker pattern, so no wake is ever lost; why
+# each side needs its fence is in include/aip_atomic.h):
+#   sleeper: sleepers += 1; fence; seen = seq; re-check; sleep while seq == seen
+#   waker:   change the state; fence; if sleepers: seq += 1; wake
 # Either the waker sees the sleeper registered (and bumps seq, so the sleep
 # returns at once or is woken), or the sleeper's re-check sees the new state.
 # Wakers pay one fence and one load when nobody sleeps: no syscall, no
 # contended write on the hot path.
-from libc.stdint cimport int64_t, uint32_t
+from libc.math cimport isnan
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from aip._core._layout cimport (
-    AIP_AGAIN, AIP_CLOSED, AIP_EMPTY, AIP_FULL, AIP_TIMEOUT,
-    aip_cpu_relax, aip_fence_seq_cst, aip_fetch_add_u32, aip_fetch_sub_u32,
-    AIP_WAIT_WOKEN, aip_load_u32_acquire, aip_load_u32_relaxed, aip_now_ns,
-    aip_wait_u32, aip_wake_all,
+    AIP_AGAIN, AIP_CLOSED, AIP_EMPTY, AIP_FULL, AIP_OK, AIP_TIMEOUT,
+    AIP_WAIT_CHANGED, AIP_WAIT_WOKEN, aip_cpu_relax, aip_fence_seq_cst,
+    aip_fetch_add_u32, aip_fetch_sub_u32, aip_load_u32_acquire,
+    aip_load_u32_relaxed, aip_now_ns, aip_wait_u32, aip_wake_all, aip_wake_one,
+    aip_wake_line,
 )
 
 cdef enum:
@@ -30,68 +33,99 @@ cdef enum:
     # Longest single sleep: a blocked call comes back to Python this often
     # to run signal handlers (Ctrl-C) and re-check its deadline.
     WAIT_SLICE_NS = 100000000
+    # A timeout longer than this many seconds (about 31 years, inf included)
+    # means "forever": it keeps seconds * 1e9 far inside int64.
+    MAX_TIMEOUT_S = 1000000000
 
 # One attempt at the operation: AIP_EMPTY / AIP_FULL mean "not yet".
 ctypedef int (*attempt_fn)(void *ctx) noexcept nogil
+# Called by a sleeper that was woken while it was not asleep yet and took
+# its result without that wake: for "wake one" words, the wake was perhaps
+# meant for work it did not take, so it passes the wake on.
+ctypedef void (*pass_wake_fn)(void *ctx) noexcept nogil
+
+ctypedef struct wait_spec:
+    uint32_t *seq           # the word to sleep on
+    uint32_t *sleepers      # its sleeper count
+    uint32_t *closed        # shared: the segment was shut down (drain first)
+    uint32_t *closing       # this handle is being closed: stop at once
+    int64_t deadline        # aip_now_ns() time, -1 = none
+    pass_wake_fn pass_wake  # or NULL
+    void *pass_ctx
+    uint64_t wakeups        # out: sleeps ended by a wake
 
 
 cdef inline bint _not_yet(int status) noexcept nogil:
     return status == AIP_EMPTY or status == AIP_FULL
 
 
-cdef inline int wait_until(attempt_fn attempt, void *ctx, uint32_t *seq,
-                           uint32_t *sleepers, uint32_t *closed,
-                           int64_t deadline) noexcept nogil:
+cdef inline int wait_until(attempt_fn attempt, void *ctx, wait_spec *w) noexcept nogil:
     """Retry ``attempt`` until it succeeds or fails for good.
 
-    Spins for SPIN_NS, then sleeps on ``seq`` for at most one WAIT_SLICE_NS.
-    Returns the attempt's own status, AIP_CLOSED, AIP_TIMEOUT (``deadline``
-    in aip_now_ns() time has passed; -1 means none), or AIP_AGAIN after a
-    sleep that brought nothing, so that the caller can take the GIL, handle
-    signals and call again. A wake is answered by one more attempt right
-    here: the usual case returns its result without a round trip through
-    Python. ``closed`` is only looked at once the attempt has found nothing,
-    so what was published before a shutdown is still delivered.
+    Spins for SPIN_NS, then sleeps on ``w.seq`` for at most one
+    WAIT_SLICE_NS. Returns the attempt's own status, AIP_CLOSED, AIP_TIMEOUT
+    (the deadline has passed), or AIP_AGAIN after a sleep that brought
+    nothing, so that the caller can take the GIL, handle signals and call
+    again. A wake is answered by one more attempt right here: the usual case
+    returns its result without a round trip through Python. ``closed`` is
+    only looked at once the attempt has found nothing, so what was published
+    before a shutdown is still delivered; ``closing`` stops at once.
     """
     cdef int status
     cdef int i
+    cdef int woke
     cdef uint32_t seen
     cdef int64_t now
     cdef int64_t left
     cdef int64_t spin_until = aip_now_ns() + SPIN_NS
     while True:
+        if aip_load_u32_acquire(w.closing):
+            return AIP_CLOSED
         status = attempt(ctx)
         if not _not_yet(status):
             return status
-        if aip_load_u32_acquire(closed):
+        if aip_load_u32_acquire(w.closed):
             return AIP_CLOSED
         now = aip_now_ns()
-        if deadline >= 0 and now >= deadline:
+        if w.deadline >= 0 and now >= w.deadline:
             return AIP_TIMEOUT
         if now >= spin_until:
             break
         for i in range(SPIN_PAUSES):
             aip_cpu_relax()
 
-    aip_fetch_add_u32(sleepers, 1)
-    seen = aip_load_u32_acquire(seq)
-    status = attempt(ctx)
+    aip_fetch_add_u32(w.sleepers, 1)
+    aip_fence_seq_cst()  # register before the re-check: see include/aip_atomic.h
+    seen = aip_load_u32_acquire(w.seq)
+    woke = 0
+    if aip_load_u32_acquire(w.closing):
+        status = AIP_CLOSED
+    else:
+        status = attempt(ctx)
     if _not_yet(status):
-        if aip_load_u32_acquire(closed):
+        if aip_load_u32_acquire(w.closed):
             status = AIP_CLOSED
         else:
             left = WAIT_SLICE_NS
-            if deadline >= 0 and deadline - aip_now_ns() < left:
-                left = deadline - aip_now_ns()
+            if w.deadline >= 0 and w.deadline - aip_now_ns() < left:
+                left = w.deadline - aip_now_ns()
             if left <= 0:
                 status = AIP_TIMEOUT
-            elif aip_wait_u32(seq, seen, left) == AIP_WAIT_WOKEN:
-                status = attempt(ctx)
-                if _not_yet(status):
-                    status = AIP_AGAIN
             else:
-                status = AIP_AGAIN
-    aip_fetch_sub_u32(sleepers, 1)
+                woke = aip_wait_u32(w.seq, seen, left)
+                if woke == AIP_WAIT_WOKEN or woke == AIP_WAIT_CHANGED:
+                    w.wakeups += 1
+                    woke = 1
+                    status = AIP_CLOSED if aip_load_u32_acquire(w.closing) else attempt(ctx)
+                    if _not_yet(status):
+                        status = AIP_AGAIN
+                else:
+                    woke = 0
+                    status = AIP_AGAIN
+    aip_fetch_sub_u32(w.sleepers, 1)
+    if (w.pass_wake != NULL and not woke and status == AIP_OK
+            and aip_load_u32_acquire(w.seq) != seen):
+        w.pass_wake(w.pass_ctx)
     return status
 
 
@@ -103,11 +137,44 @@ cdef inline void wake_sleepers(uint32_t *seq, uint32_t *sleepers) noexcept nogil
         aip_wake_all(seq)
 
 
+cdef inline void wake_line(aip_wake_line *line) noexcept nogil:
+    """Wake every sleeper of ``line``; the caller has fenced after its store."""
+    if aip_load_u32_relaxed(&line.sleepers) != 0:
+        aip_fetch_add_u32(&line.seq, 1)
+        aip_wake_all(&line.seq)
+
+
+cdef inline bint wake_one_of(aip_wake_line *lines, uint32_t n_lines,
+                             uint32_t *cursor) noexcept nogil:
+    """Wake one sleeper among ``lines``, the first with a sleeper from
+    ``cursor`` on (round robin, so that back-to-back wakes spread over
+    different sleepers). The caller has fenced after its store. Returns
+    whether anybody was woken."""
+    cdef uint32_t k, i
+    for k in range(n_lines):
+        i = (cursor[0] + k) % n_lines
+        if aip_load_u32_relaxed(&lines[i].sleepers) != 0:
+            aip_fetch_add_u32(&lines[i].seq, 1)
+            aip_wake_one(&lines[i].seq)
+            cursor[0] = (i + 1) % n_lines
+            return True
+    return False
+
+
+cdef inline void bump_and_wake_all(uint32_t *seq) noexcept nogil:
+    """Unconditional wake of every sleeper of ``seq`` (shutdown, close)."""
+    aip_fetch_add_u32(seq, 1)
+    aip_wake_all(seq)
+
+
 cdef inline int64_t deadline_after(object timeout) except? -2:
-    """Absolute deadline in aip_now_ns() time for a timeout in seconds (None: -1, never)."""
+    """Absolute deadline in aip_now_ns() time for a timeout in seconds
+    (None, inf or more than MAX_TIMEOUT_S: -1, never)."""
     if timeout is None:
         return -1
     cdef double seconds = timeout
-    if seconds < 0:
-        raise ValueError("timeout must be None or >= 0")
+    if isnan(seconds) or seconds < 0:
+        raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+    if seconds > MAX_TIMEOUT_S:
+        return -1
     return aip_now_ns() + <int64_t>(seconds * 1e9)

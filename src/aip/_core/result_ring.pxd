@@ -1,11 +1,10 @@
 from libc.stdint cimport uint32_t, uint64_t
 
 from aip._core._layout cimport aip_lane, aip_ring_header
-from aip._core._segment cimport Segment
+from aip._core._segment cimport SegmentHandle
 
 
-cdef class ResultRing:
-    cdef Segment _segment             # the mapping (keeps it alive)
+cdef class ResultRing(SegmentHandle):
     cdef aip_ring_header *_header     # start of the segment
     cdef aip_lane *_lanes             # the producer lanes
     cdef char *_cells                 # cells of lane 0; lane i follows at i * lane_bytes
@@ -24,7 +23,6 @@ cdef class ResultRing:
     cdef aip_ring_header *_live_header(self) except NULL
     cdef int _take_lane(self) except -1
     cdef int _take_consumer_role(self) except -1
-    cdef void _release_roles(self) noexcept
     cdef void _forget_inherited_roles(self) noexcept
     cdef int _get_into(self, char *out, Py_ssize_t max_records, object timeout,
                        Py_ssize_t *count) except -1

@@ -10,12 +10,24 @@ HINT_ANY: int
 NO_OWNER: int
 MAX_WORKER: int
 STATE_NAMES: tuple[str, str, str, str]
+MAX_SLOTS: int
+MAX_SLOT_BYTES: int
+MAX_WAKE_WORDS: int
+DEFAULT_WAKE_WORDS: int
 
 class SlotTable:
     n_slots: int
     slot_bytes: int
+    wake_words: int
     @classmethod
-    def create(cls, name: str | None = None, *, n_slots: int, slot_bytes: int = 0) -> SlotTable: ...
+    def create(
+        cls,
+        name: str | None = None,
+        *,
+        n_slots: int,
+        slot_bytes: int = 0,
+        wake_words: int = ...,
+    ) -> SlotTable: ...
     @classmethod
     def attach(cls, name: str) -> SlotTable: ...
     @property
@@ -24,6 +36,10 @@ class SlotTable:
     def closed(self) -> bool: ...
     @property
     def is_shutdown(self) -> bool: ...
+    @property
+    def wakeups(self) -> int: ...
+    @property
+    def blocked_calls(self) -> int: ...
     def close(self) -> None: ...
     def unlink(self) -> None: ...
     def shutdown(self) -> None: ...

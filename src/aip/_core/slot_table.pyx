@@ -12,25 +12,37 @@ without a lock:
 
 Blocking calls spin briefly, then sleep on a futex word; every wait has a
 timeout and wakes on shutdown().
+
+Who is woken. Each hint has a wake word of its own (hint % wake_words), so
+a frame published for worker 3 wakes worker 3 and nobody else, and a frame
+any worker may take (HINT_ANY) wakes exactly one sleeping claimer. Per-hint
+words rather than futex bitsets: bitsets exist only on Linux, while a word
+per hint works with macOS's __ulock / os_sync calls and the portable
+fallback alike, at one cache line per word.
 """
 from libc.stdint cimport UINT64_MAX, int64_t, uint32_t, uint64_t
 
 from aip._core._layout cimport (
-    AIP_AGAIN, AIP_BAD_INDEX, AIP_CLOSED, AIP_CTL_GENERATION, AIP_CTL_MAKE,
-    AIP_CTL_OWNER, AIP_CTL_STATE, AIP_EMPTY, AIP_FULL, AIP_HINT_ANY,
-    AIP_MAGIC_SLOT_TABLE, AIP_MAX_WORKER, AIP_NO_OWNER, AIP_NOT_OWNER, AIP_OK,
-    AIP_SLOT_FREE, AIP_SLOT_READING, AIP_SLOT_READY, AIP_SLOT_WRITING, AIP_TIMEOUT,
-    AIP_WRONG_STATE, AIP_ASSERT, AIP_DEBUG, aip_cas_u64, aip_fetch_add_u32, aip_load_u32_acquire,
-    aip_load_u32_relaxed, aip_load_u64_acquire, aip_load_u64_relaxed,
-    aip_now_ns, aip_slot, aip_slot_table_header, aip_store_u32_release,
-    aip_store_u32_relaxed, aip_store_u64_relaxed, aip_wake_all,
+    AIP_AGAIN, AIP_BAD_INDEX, AIP_CLOSED, AIP_CORRUPT, AIP_CTL_GENERATION,
+    AIP_CTL_MAKE, AIP_CTL_OWNER, AIP_CTL_STATE, AIP_EMPTY, AIP_FULL,
+    AIP_HINT_ANY, AIP_MAGIC_SLOT_TABLE, AIP_MAX_WORKER, AIP_NO_OWNER,
+    AIP_NOT_OWNER, AIP_OK, AIP_SLOT_FREE, AIP_SLOT_READING, AIP_SLOT_READY,
+    AIP_SLOT_WRITING, AIP_TIMEOUT, AIP_WRONG_STATE, AIP_ASSERT, AIP_DEBUG,
+    aip_cas_u64, aip_fence_seq_cst, aip_load_u32_acquire, aip_load_u32_relaxed, aip_load_u64_acquire,
+    aip_load_u64_relaxed, aip_now_ns, aip_slot, aip_slot_table_header,
+    aip_store_u32_relaxed, aip_store_u64_relaxed, aip_wake_line,
 )
 from aip._core._segment cimport (
-    Segment, check_header, create_segment, header_of, init_header,
-    open_segment, publish_header,
+    Segment, SegmentHandle, check_identity, check_size, close_descriptor,
+    create_segment, header_of, init_header, map_segment, publish_header,
+    read_segment_header,
 )
 from aip._core._status cimport raise_for_status
-from aip._core._sync cimport deadline_after, wait_until, wake_sleepers
+from aip._core._sync cimport (
+    bump_and_wake_all, deadline_after, wait_spec, wait_until, wake_line,
+    wake_one_of, wake_sleepers,
+)
+from aip._core._status import CorruptSegmentError
 
 from cpython.exc cimport PyErr_CheckSignals
 
@@ -44,6 +56,16 @@ NO_OWNER = AIP_NO_OWNER
 MAX_WORKER = AIP_MAX_WORKER
 STATE_NAMES = ("FREE", "WRITING", "READY", "READING")
 
+# Limits of a table, the same for create() and attach(): they keep every
+# offset far inside 64 bits, so that a header read from another process
+# cannot make the layout arithmetic overflow.
+MAX_SLOTS = 1 << 20
+MAX_SLOT_BYTES = 1 << 32      # 4 GiB: an 8K RGB frame is 100 MB
+MAX_WAKE_WORDS = 4096
+# Wake words by default: one per worker for up to 64 workers; beyond, two
+# workers share a word (correct, with a useless wake-up now and then).
+DEFAULT_WAKE_WORDS = 64
+
 # Payloads start on a page so a frame never straddles more pages than it
 # must, and each payload on a cache line so that SIMD copies are aligned.
 cdef enum:
@@ -55,6 +77,26 @@ cdef inline uint64_t _round_up(uint64_t n, uint64_t to) noexcept nogil:
     return (n + to - 1) // to * to
 
 
+def _layout(n_slots, slot_bytes, wake_words, error=ValueError, str what="SlotTable"):
+    """Offsets of a table's parts, from its three parameters (checked;
+    ``error(what + ": ...")`` when one is out of range)."""
+    if not 1 <= n_slots <= MAX_SLOTS:
+        raise error(f"{what}: n_slots must be in 1..{MAX_SLOTS}, got {n_slots}")
+    if not 0 <= slot_bytes <= MAX_SLOT_BYTES:
+        raise error(f"{what}: slot_bytes must be in 0..{MAX_SLOT_BYTES}, got {slot_bytes}")
+    if not 1 <= wake_words <= MAX_WAKE_WORDS:
+        raise error(f"{what}: wake_words must be in 1..{MAX_WAKE_WORDS}, got {wake_words}")
+    wake_offset = sizeof(aip_slot_table_header)
+    slots_offset = wake_offset + (wake_words + 1) * sizeof(aip_wake_line)
+    data_offset = _round_up(slots_offset + n_slots * sizeof(aip_slot), PAGE)
+    stride = _round_up(slot_bytes, LINE)
+    return wake_offset, slots_offset, data_offset, stride, data_offset + stride * n_slots
+
+
+cdef inline bint _state_ok(uint64_t ctl) noexcept nogil:
+    return AIP_CTL_STATE(ctl) <= AIP_SLOT_READING
+
+
 # ---- attempts: one try each, no waiting; AIP_EMPTY / AIP_FULL = not yet ----
 
 ctypedef struct claim_attempt:
@@ -62,7 +104,11 @@ ctypedef struct claim_attempt:
     uint32_t n_slots
     uint32_t hint      # the claimer's backend, or AIP_HINT_ANY for any frame
     uint32_t worker
-    Py_ssize_t slot    # out
+    Py_ssize_t slot    # out (the corrupt slot, on AIP_CORRUPT)
+    uint64_t bad_ctl   # out: its control word, on AIP_CORRUPT
+    aip_wake_line *wake  # to pass a wake on: the claimers' lines
+    uint32_t n_lines
+    uint32_t *cursor
 
 
 cdef int try_claim(void *p) noexcept nogil:
@@ -77,6 +123,9 @@ cdef int try_claim(void *p) noexcept nogil:
         for i in range(a.n_slots):
             ctl = aip_load_u64_acquire(&a.slots[i].ctl)
             if AIP_CTL_STATE(ctl) != AIP_SLOT_READY:
+                if not _state_ok(ctl):
+                    a.slot, a.bad_ctl = i, ctl
+                    return AIP_CORRUPT
                 continue
             # Relaxed is enough: if the slot changed since the acquire
             # above, its generation changed too and the CAS below fails.
@@ -90,18 +139,27 @@ cdef int try_claim(void *p) noexcept nogil:
             return AIP_EMPTY
         if aip_cas_u64(&a.slots[best].ctl, &best_ctl,
                        AIP_CTL_MAKE(AIP_SLOT_READING, a.worker, AIP_CTL_GENERATION(best_ctl))):
-            AIP_ASSERT(AIP_CTL_OWNER(best_ctl) == AIP_NO_OWNER)  # READY slots have no owner
             aip_store_u64_relaxed(<uint64_t *>&a.slots[best].t_claim_ns, <uint64_t>aip_now_ns())
             a.slot = best
             return AIP_OK
         # Another worker won this slot (or the manager dropped it): rescan.
 
 
+cdef void pass_claim_wake(void *p) noexcept nogil:
+    """A wake reached this claimer before it slept, and it took a frame
+    without it: the wake may have been for a HINT_ANY frame it did not
+    take, so it goes on to one other sleeping claimer."""
+    cdef claim_attempt *a = <claim_attempt *>p
+    aip_fence_seq_cst()
+    wake_one_of(a.wake, a.n_lines, a.cursor)
+
+
 ctypedef struct free_attempt:
     aip_slot *slots
     uint32_t n_slots
     uint32_t start
-    Py_ssize_t slot    # out
+    Py_ssize_t slot    # out (the corrupt slot, on AIP_CORRUPT)
+    uint64_t bad_ctl   # out: its control word, on AIP_CORRUPT
 
 
 cdef int try_acquire_free(void *p) noexcept nogil:
@@ -113,45 +171,48 @@ cdef int try_acquire_free(void *p) noexcept nogil:
         i = (a.start + k) % a.n_slots
         ctl = aip_load_u64_acquire(&a.slots[i].ctl)
         if AIP_CTL_STATE(ctl) != AIP_SLOT_FREE:
+            if not _state_ok(ctl):
+                a.slot, a.bad_ctl = i, ctl
+                return AIP_CORRUPT
             continue
         if aip_cas_u64(&a.slots[i].ctl, &ctl,
                        AIP_CTL_MAKE(AIP_SLOT_WRITING, AIP_NO_OWNER, AIP_CTL_GENERATION(ctl) + 1)):
-            AIP_ASSERT(AIP_CTL_OWNER(ctl) == AIP_NO_OWNER)  # FREE slots have no owner
             a.slot = i
             return AIP_OK
     return AIP_FULL
 
 
-cdef class SlotTable:
+cdef class SlotTable(SegmentHandle):
     """Frame slots in shared memory, handed over by compare-and-swap.
 
     Create one in the manager with :meth:`create`, open it in workers with
     :meth:`attach`. ``hint`` is a backend number (or ``HINT_ANY``); a
     ``worker`` id is a number in ``0..MAX_WORKER`` unique among live workers.
+    A value read from the segment that is out of range (another process
+    wrote garbage) raises ``CorruptSegmentError``.
     """
 
     def __cinit__(self):
         self._header = NULL
 
     @classmethod
-    def create(cls, name=None, *, n_slots, slot_bytes=0):
+    def create(cls, name=None, *, n_slots, slot_bytes=0, wake_words=DEFAULT_WAKE_WORDS):
         """Create a table of ``n_slots`` slots of ``slot_bytes`` payload each.
 
-        ``name`` defaults to a random, unguessable ``aip_...`` name.
+        ``name`` defaults to a random, unguessable ``aip_...`` name. Claims
+        with hints ``h`` and ``h + wake_words`` share a wake word: give at
+        least as many as there are workers.
         """
-        if not 1 <= n_slots <= 1 << 20:
-            raise ValueError(f"n_slots must be in 1..{1 << 20}, got {n_slots}")
-        if slot_bytes < 0:
-            raise ValueError(f"slot_bytes must be >= 0, got {slot_bytes}")
-        cdef uint64_t slots_offset = sizeof(aip_slot_table_header)
-        cdef uint64_t data_offset = _round_up(slots_offset + n_slots * sizeof(aip_slot), PAGE)
-        cdef uint64_t stride = _round_up(slot_bytes, LINE)
-        cdef Segment segment = create_segment(name, data_offset + stride * n_slots)
+        wake_offset, slots_offset, data_offset, stride, total = _layout(
+            n_slots, slot_bytes, wake_words)
+        cdef Segment segment = create_segment(name, total)
         cdef aip_slot_table_header *header = <aip_slot_table_header *>header_of(segment)
-        cdef aip_slot *slots = <aip_slot *>(segment.base + slots_offset)
+        cdef aip_slot *slots = <aip_slot *>(segment.base + <uint64_t>slots_offset)
         init_header(segment, sizeof(aip_slot_table_header))
         header.n_slots = n_slots
+        header.n_wake = wake_words
         header.slot_bytes = slot_bytes
+        header.wake_offset = wake_offset
         header.slots_offset = slots_offset
         header.data_offset = data_offset
         header.data_stride = stride
@@ -159,95 +220,66 @@ cdef class SlotTable:
             slots[i].ctl = AIP_CTL_MAKE(AIP_SLOT_FREE, AIP_NO_OWNER, 0)
             slots[i].backend_hint = AIP_HINT_ANY
         publish_header(segment, AIP_MAGIC_SLOT_TABLE)
-        return cls._bind(segment)
+        return cls._bind(segment, n_slots, slot_bytes, wake_words)
 
     @classmethod
     def attach(cls, str name):
-        """Open an existing table; ValueError if ``name`` is not one of ours."""
-        cdef Segment segment = open_segment(name)
-        cdef aip_slot_table_header *header
+        """Open an existing table: ValueError if ``name`` is not one of ours,
+        ``CorruptSegmentError`` if its header does not hold together."""
+        cdef aip_slot_table_header h
+        cdef int fd = -1
+        cdef Py_ssize_t file_size = 0
         try:
-            check_header(segment, AIP_MAGIC_SLOT_TABLE, "SlotTable", sizeof(aip_slot_table_header))
-            header = <aip_slot_table_header *>header_of(segment)
-            if (header.slots_offset + header.n_slots * sizeof(aip_slot) > header.data_offset
-                    or header.data_offset + header.data_stride * header.n_slots > <uint64_t>segment.size
-                    or header.data_stride < header.slot_bytes):
-                raise ValueError(f"SlotTable {name!r} has an inconsistent header: corrupt segment")
-            return cls._bind(segment)
-        except BaseException:
-            segment.close()
-            raise
+            read_segment_header(name, &h, sizeof(h), &fd, &file_size)
+            check_identity(&h.seg, name, AIP_MAGIC_SLOT_TABLE, "SlotTable",
+                           sizeof(aip_slot_table_header))
+            layout = _layout(h.n_slots, h.slot_bytes, h.n_wake, CorruptSegmentError,
+                             f"SlotTable {name!r} has a corrupt header")
+            if (h.wake_offset, h.slots_offset, h.data_offset, h.data_stride) != layout[:4]:
+                raise CorruptSegmentError(
+                    f"SlotTable {name!r} has offsets that do not match its sizes: "
+                    "the segment is corrupt")
+            check_size(&h.seg, name, "SlotTable", layout[4], file_size)
+            return cls._bind(map_segment(name, fd, layout[4]), h.n_slots, h.slot_bytes, h.n_wake)
+        finally:
+            close_descriptor(fd)
 
     @classmethod
-    def _bind(cls, Segment segment):
+    def _bind(cls, Segment segment, uint32_t n_slots, uint64_t slot_bytes, uint32_t wake_words):
+        # Everything comes from checked values, nothing from the mapping.
+        wake_offset, slots_offset, data_offset, stride, _ = _layout(
+            n_slots, slot_bytes, wake_words)
         cdef SlotTable table = cls.__new__(cls)
-        cdef aip_slot_table_header *header = <aip_slot_table_header *>header_of(segment)
         table._segment = segment
-        table._header = header
-        table._slots = <aip_slot *>(segment.base + header.slots_offset)
-        table.n_slots = header.n_slots
-        table.slot_bytes = header.slot_bytes
-        table._data_offset = header.data_offset
-        table._data_stride = header.data_stride
+        table._seg = header_of(segment)
+        table._header = <aip_slot_table_header *>table._seg
+        table._wake = <aip_wake_line *>(segment.base + <uint64_t>wake_offset)
+        table._slots = <aip_slot *>(segment.base + <uint64_t>slots_offset)
+        table.n_slots = n_slots
+        table.slot_bytes = slot_bytes
+        table.wake_words = wake_words
+        table._data_offset = data_offset
+        table._data_stride = stride
         table._free_cursor = 0
+        table._wake_cursor = 0
         return table
 
     # ---- lifecycle -------------------------------------------------------
 
-    @property
-    def name(self):
-        """The segment's name: pass it to :meth:`attach` in another process."""
-        return self._segment.name
-
-    @property
-    def closed(self):
-        """True once this handle is closed."""
-        return self._header == NULL
-
-    @property
-    def is_shutdown(self):
-        """True once :meth:`shutdown` was called by any process."""
-        return aip_load_u32_acquire(&self._live_header().seg.closed) != 0
-
-    def close(self):
-        """Unmap this handle (the segment lives on for other processes)."""
-        if self._header != NULL:
-            self._header = NULL
-            self._segment.close()
-
-    def unlink(self):
-        """Remove the segment's name; call once, from the creator."""
-        self._segment.unlink()
-
-    def shutdown(self):
-        """Tell every process the table is done: all blocked calls wake and
-        raise ``Closed`` (claims still get frames already READY first)."""
-        cdef aip_slot_table_header *h = self._live_header()
-        aip_store_u32_release(&h.seg.closed, 1)
-        aip_fetch_add_u32(&h.ready_seq, 1)
-        aip_fetch_add_u32(&h.free_seq, 1)
-        aip_wake_all(&h.ready_seq)
-        aip_wake_all(&h.free_seq)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        """Close; the creating handle also unlinks."""
-        created = self._segment.created
-        self.close()
-        if created:
-            self.unlink()
+    cdef void _wake_all_sleepers(self) noexcept:
+        cdef uint32_t i
+        for i in range(self.wake_words + 1):
+            bump_and_wake_all(&self._wake[i].seq)
+        bump_and_wake_all(&self._header.free_wake.seq)
 
     def __repr__(self):
-        if self._header == NULL:
+        if self.closed:
             return f"<SlotTable {self._segment.name!r} closed>"
         return (f"<SlotTable {self._segment.name!r} n_slots={self.n_slots} "
                 f"slot_bytes={self.slot_bytes}>")
 
     cdef aip_slot_table_header *_live_header(self) except NULL:
-        if self._header == NULL:
-            raise ValueError("SlotTable is closed")
+        self._live_segment()
         return self._header
 
     cdef int _check_slot(self, Py_ssize_t slot) except -1:
@@ -255,6 +287,29 @@ cdef class SlotTable:
         if slot < 0 or slot >= self.n_slots:
             raise_for_status(AIP_BAD_INDEX, f"slot {slot} not in 0..{self.n_slots - 1}")
         return 0
+
+    cdef uint64_t _load_ctl(self, Py_ssize_t slot) except? 0xFFFFFFFFFFFFFFFF:
+        """The slot's control word, its state checked (acquire)."""
+        cdef uint64_t ctl = aip_load_u64_acquire(&self._slots[slot].ctl)
+        if not _state_ok(ctl):
+            self._raise_corrupt(slot, ctl)
+        return ctl
+
+    def _raise_corrupt(self, Py_ssize_t slot, uint64_t ctl):
+        raise_for_status(AIP_CORRUPT, f"SlotTable {self._segment.name!r}: slot {slot} "
+                         f"has state {AIP_CTL_STATE(ctl)}, which no slot can have: "
+                         "another process wrote into the segment")
+
+    cdef void _wake_claimers(self, uint32_t hint) noexcept nogil:
+        """Wake the claimer a frame hinted ``hint`` is meant for: the
+        sleepers of that hint's word and of the any-hint word, or, for
+        HINT_ANY, one sleeping claimer. Call after the frame is READY."""
+        aip_fence_seq_cst()  # orders the READY store before the sleeper loads
+        if hint == AIP_HINT_ANY:
+            wake_one_of(self._wake, self.wake_words + 1, &self._wake_cursor)
+        else:
+            wake_line(&self._wake[hint % self.wake_words])
+            wake_line(&self._wake[self.wake_words])
 
     # ---- manager side ----------------------------------------------------
 
@@ -270,21 +325,33 @@ cdef class SlotTable:
         a.n_slots = self.n_slots
         a.start = self._free_cursor
         cdef int status = try_acquire_free(&a)
-        cdef int64_t deadline
+        cdef wait_spec w
         if status == AIP_FULL:
             if aip_load_u32_acquire(&h.seg.closed):
-                raise_for_status(AIP_CLOSED, "SlotTable was shut down")
-            deadline = deadline_after(timeout)
-            while True:
-                with nogil:
-                    status = wait_until(try_acquire_free, &a, &h.free_seq,
-                                        &h.free_sleepers, &h.seg.closed, deadline)
-                if status != AIP_AGAIN:
-                    break
-                PyErr_CheckSignals()
+                raise_for_status(AIP_CLOSED, f"SlotTable {self.name!r} was shut down")
+            w.seq = &h.free_wake.seq
+            w.sleepers = &h.free_wake.sleepers
+            w.closed = &h.seg.closed
+            w.closing = &self._closing
+            w.deadline = deadline_after(timeout)
+            w.pass_wake = NULL
+            w.wakeups = 0
+            self._begin_blocking()
+            try:
+                while True:
+                    with nogil:
+                        status = wait_until(try_acquire_free, &a, &w)
+                    if status != AIP_AGAIN:
+                        break
+                    PyErr_CheckSignals()
+            finally:
+                self._wakeups += w.wakeups
+                self._end_blocking()
         if status == AIP_FULL:
             status = AIP_TIMEOUT
-        raise_for_status(status, "no free slot")
+        if status == AIP_CORRUPT:
+            self._raise_corrupt(a.slot, a.bad_ctl)
+        raise_for_status(status, f"SlotTable {self.name!r}: no free slot")
         self._free_cursor = <uint32_t>((a.slot + 1) % self.n_slots)
         return a.slot
 
@@ -293,7 +360,7 @@ cdef class SlotTable:
         the backend that should take it (``HINT_ANY``: whoever is free)."""
         self._check_slot(slot)
         cdef aip_slot *s = &self._slots[slot]
-        cdef uint64_t ctl = aip_load_u64_acquire(&s.ctl)
+        cdef uint64_t ctl = self._load_ctl(slot)
         if AIP_CTL_STATE(ctl) != AIP_SLOT_WRITING:
             raise_for_status(AIP_WRONG_STATE, f"publish: slot {slot} is "
                              f"{STATE_NAMES[AIP_CTL_STATE(ctl)]}, not WRITING")
@@ -305,12 +372,12 @@ cdef class SlotTable:
         if not aip_cas_u64(&s.ctl, &ctl, AIP_CTL_MAKE(AIP_SLOT_READY, AIP_NO_OWNER,
                                                       AIP_CTL_GENERATION(ctl))):
             raise_for_status(AIP_WRONG_STATE, f"publish: slot {slot} changed under the writer")
-        wake_sleepers(&self._header.ready_seq, &self._header.ready_sleepers)
+        self._wake_claimers(hint)
 
     def abort(self, Py_ssize_t slot):
         """WRITING -> FREE: give up a slot without publishing it."""
         self._transition(slot, AIP_SLOT_WRITING, AIP_SLOT_FREE, AIP_NO_OWNER, 0)
-        wake_sleepers(&self._header.free_seq, &self._header.free_sleepers)
+        wake_sleepers(&self._header.free_wake.seq, &self._header.free_wake.sleepers)
 
     def drop_oldest(self, uint32_t hint=AIP_HINT_ANY):
         """READY -> WRITING on the oldest READY frame that no worker took yet.
@@ -328,7 +395,7 @@ cdef class SlotTable:
             best = -1
             best_frame = UINT64_MAX
             for i in range(self.n_slots):
-                ctl = aip_load_u64_acquire(&self._slots[i].ctl)
+                ctl = self._load_ctl(i)
                 if AIP_CTL_STATE(ctl) != AIP_SLOT_READY:
                     continue
                 slot_hint = aip_load_u32_relaxed(&self._slots[i].backend_hint)
@@ -348,23 +415,23 @@ cdef class SlotTable:
         """READING -> READY for every slot held by ``owner`` (a dead worker).
 
         The frames are re-hinted to ``hint`` (default: any worker) so that a
-        live worker takes them. Returns the list of ``(slot, frame_id)``.
+        live worker takes them, and get a new generation: a late release by
+        the old owner cannot free them. Returns the list of ``(slot, frame_id)``.
         """
-        cdef aip_slot_table_header *h = self._live_header()
+        self._live_header()
         cdef uint32_t i
         cdef uint64_t ctl
         reclaimed = []
         for i in range(self.n_slots):
-            ctl = aip_load_u64_acquire(&self._slots[i].ctl)
+            ctl = self._load_ctl(i)
             if AIP_CTL_STATE(ctl) != AIP_SLOT_READING or AIP_CTL_OWNER(ctl) != owner:
                 continue
             # Nobody else writes a READING slot's fields: the owner is dead.
             aip_store_u32_relaxed(&self._slots[i].backend_hint, hint)
             if aip_cas_u64(&self._slots[i].ctl, &ctl,
-                           AIP_CTL_MAKE(AIP_SLOT_READY, AIP_NO_OWNER, AIP_CTL_GENERATION(ctl))):
+                           AIP_CTL_MAKE(AIP_SLOT_READY, AIP_NO_OWNER, AIP_CTL_GENERATION(ctl) + 1)):
                 reclaimed.append((i, aip_load_u64_relaxed(&self._slots[i].frame_id)))
-        if reclaimed:
-            wake_sleepers(&h.ready_seq, &h.ready_sleepers)
+                self._wake_claimers(hint)
         return reclaimed
 
     def retarget(self, uint32_t from_hint, uint32_t to_hint=AIP_HINT_ANY):
@@ -374,13 +441,13 @@ cdef class SlotTable:
         Each frame goes READY -> WRITING -> READY, so a worker never claims
         it half re-hinted. Its publish time is kept.
         """
-        cdef aip_slot_table_header *h = self._live_header()
+        self._live_header()
         cdef uint32_t i
         cdef uint64_t ctl
         cdef uint32_t generation
         cdef int moved = 0
         for i in range(self.n_slots):
-            ctl = aip_load_u64_acquire(&self._slots[i].ctl)
+            ctl = self._load_ctl(i)
             if (AIP_CTL_STATE(ctl) != AIP_SLOT_READY
                     or aip_load_u32_relaxed(&self._slots[i].backend_hint) != from_hint):
                 continue
@@ -392,9 +459,8 @@ cdef class SlotTable:
             ctl = AIP_CTL_MAKE(AIP_SLOT_WRITING, AIP_NO_OWNER, generation)
             aip_cas_u64(&self._slots[i].ctl, &ctl,
                         AIP_CTL_MAKE(AIP_SLOT_READY, AIP_NO_OWNER, generation))
+            self._wake_claimers(to_hint)
             moved += 1
-        if moved:
-            wake_sleepers(&h.ready_seq, &h.ready_sleepers)
         return moved
 
     # ---- worker side -----------------------------------------------------
@@ -405,7 +471,8 @@ cdef class SlotTable:
 
         Returns the slot. Waits up to ``timeout`` seconds (None: forever;
         0: don't wait); raises ``TimeoutError``, or ``Closed`` after
-        shutdown once no frame for this worker is left.
+        shutdown once no frame for this worker is left, or at once when
+        another thread closes this handle.
         """
         cdef aip_slot_table_header *h = self._live_header()
         if worker > AIP_MAX_WORKER:
@@ -415,20 +482,42 @@ cdef class SlotTable:
         a.n_slots = self.n_slots
         a.hint = hint
         a.worker = worker
+        a.wake = self._wake
+        a.n_lines = self.wake_words + 1
+        a.cursor = &self._wake_cursor
         cdef int status = try_claim(&a)
-        cdef int64_t deadline
+        cdef wait_spec w
+        cdef aip_wake_line *line
         if status == AIP_EMPTY:
-            deadline = deadline_after(timeout)
-            while True:
-                with nogil:
-                    status = wait_until(try_claim, &a, &h.ready_seq,
-                                        &h.ready_sleepers, &h.seg.closed, deadline)
-                if status != AIP_AGAIN:
-                    break
-                PyErr_CheckSignals()
+            line = &self._wake[self.wake_words if hint == AIP_HINT_ANY else hint % self.wake_words]
+            w.seq = &line.seq
+            w.sleepers = &line.sleepers
+            w.closed = &h.seg.closed
+            w.closing = &self._closing
+            w.deadline = deadline_after(timeout)
+            w.pass_wake = pass_claim_wake
+            w.pass_ctx = &a
+            w.wakeups = 0
+            self._begin_blocking()
+            try:
+                while True:
+                    with nogil:
+                        status = wait_until(try_claim, &a, &w)
+                    if status != AIP_AGAIN:
+                        break
+                    PyErr_CheckSignals()
+            finally:
+                self._wakeups += w.wakeups
+                self._end_blocking()
         if status == AIP_EMPTY:
             status = AIP_TIMEOUT
-        raise_for_status(status, f"no READY frame for hint {hint}")
+        if status == AIP_CORRUPT:
+            self._raise_corrupt(a.slot, a.bad_ctl)
+        if status == AIP_CLOSED and self.closed:
+            raise_for_status(status, f"SlotTable {self._segment.name!r} was closed "
+                             "by another thread of this process")
+        raise_for_status(status, f"SlotTable {self._segment.name!r}: no READY frame "
+                         f"for hint {hint}")
         return a.slot
 
     def release(self, Py_ssize_t slot, uint32_t worker):
@@ -437,17 +526,18 @@ cdef class SlotTable:
         Raises ``SlotStateError`` if the slot was reclaimed meanwhile (the
         frame was handed to another worker: drop this worker's result).
         """
-        self._check_slot(slot)
-        cdef aip_slot *s = &self._slots[slot]
-        aip_store_u64_relaxed(<uint64_t *>&s.t_release_ns, <uint64_t>aip_now_ns())
+        cdef int64_t now = aip_now_ns()
         self._transition(slot, AIP_SLOT_READING, AIP_SLOT_FREE, AIP_NO_OWNER, worker)
-        wake_sleepers(&self._header.free_seq, &self._header.free_sleepers)
+        # Stamped only once the CAS made the release ours: a failed release
+        # must not touch a slot that another worker now holds.
+        aip_store_u64_relaxed(<uint64_t *>&self._slots[slot].t_release_ns, <uint64_t>now)
+        wake_sleepers(&self._header.free_wake.seq, &self._header.free_wake.sleepers)
 
     cdef _transition(self, Py_ssize_t slot, uint32_t from_state, uint32_t to_state,
                      uint32_t to_owner, uint32_t expected_owner):
         self._check_slot(slot)
         cdef aip_slot *s = &self._slots[slot]
-        cdef uint64_t ctl = aip_load_u64_acquire(&s.ctl)
+        cdef uint64_t ctl = self._load_ctl(slot)
         cdef uint32_t state = AIP_CTL_STATE(ctl)
         if state != from_state:
             raise_for_status(AIP_WRONG_STATE, f"slot {slot} is {STATE_NAMES[state]}, "
@@ -469,7 +559,7 @@ cdef class SlotTable:
     def state(self, Py_ssize_t slot):
         """The slot's state: FREE, WRITING, READY or READING."""
         self._check_slot(slot)
-        return AIP_CTL_STATE(aip_load_u64_acquire(&self._slots[slot].ctl))
+        return AIP_CTL_STATE(self._load_ctl(slot))
 
     def frame_id(self, Py_ssize_t slot):
         """The frame id last published into the slot."""
@@ -480,7 +570,7 @@ cdef class SlotTable:
         """A snapshot of the slot's fields, as a dict (for tools and tests)."""
         self._check_slot(slot)
         cdef aip_slot *s = &self._slots[slot]
-        cdef uint64_t ctl = aip_load_u64_acquire(&s.ctl)
+        cdef uint64_t ctl = self._load_ctl(slot)
         return {
             "state": STATE_NAMES[AIP_CTL_STATE(ctl)],
             "owner": None if AIP_CTL_OWNER(ctl) == AIP_NO_OWNER else AIP_CTL_OWNER(ctl),
@@ -498,5 +588,5 @@ cdef class SlotTable:
         cdef uint32_t i
         cdef list tally = [0, 0, 0, 0]
         for i in range(self.n_slots):
-            tally[AIP_CTL_STATE(aip_load_u64_acquire(&self._slots[i].ctl))] += 1
+            tally[AIP_CTL_STATE(self._load_ctl(i))] += 1
         return dict(zip(STATE_NAMES, tally))

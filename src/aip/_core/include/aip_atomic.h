@@ -63,7 +63,17 @@ static inline int aip_cas_u32(uint32_t *p, uint32_t *expected, uint32_t desired)
 /* seq_cst read-modify-writes and fence: the sleep/wake handshake is a Dekker
  * pattern (one side stores "I sleep" then loads the state, the other stores
  * the state then loads "someone sleeps"); only a full fence orders a store
- * before a later load of another word. */
+ * before a later load of another word, so each side puts one between its
+ * store and its load:
+ *   sleeper: fetch_add(sleepers); FENCE; load seq; load state; sleep
+ *   waker:   store state;         FENCE; load sleepers; bump seq; wake
+ * The sleeper needs its fence too, although its fetch_add is seq_cst: C11
+ * orders a seq_cst RMW only against other seq_cst operations, and the state
+ * loads after it are acquire loads. On x86 the locked RMW is a full barrier
+ * anyway, but AArch64 with RCpc loads (LDAPR, which compilers emit for
+ * acquire) may perform them before the RMW's store is visible: the sleeper
+ * would read the old state, the waker would read no sleeper, and the wake
+ * would be lost until the next timeout. */
 static inline uint32_t aip_fetch_add_u32(uint32_t *p, uint32_t v) {
     return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
 }

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AIP_LAYOUT_VERSION 1u
+#define AIP_LAYOUT_VERSION 2u
 #define AIP_CACHE_LINE 64
 #define AIP_MAGIC_SLOT_TABLE 0x53504941u  /* "AIPS" in memory order */
 #define AIP_MAGIC_RESULT_RING 0x52504941u /* "AIPR" */
@@ -30,7 +30,8 @@ typedef enum aip_status {
     AIP_WRONG_STATE = 6, /* the slot is not in the state this call needs */
     AIP_NOT_OWNER = 7,   /* the slot is held by another worker (or reclaimed) */
     AIP_NO_LANE = 8,     /* every producer lane of the ring is taken */
-    AIP_BAD_INDEX = 9    /* slot index out of range */
+    AIP_BAD_INDEX = 9,   /* slot index out of range */
+    AIP_CORRUPT = 10     /* a value read from the segment is out of range */
 } aip_status;
 
 /* The first 64 bytes of every segment. */
@@ -42,8 +43,18 @@ typedef struct aip_segment_header {
     uint32_t creator_pid;    /* process that created it (finds orphans) */
     uint32_t closed;         /* atomic: 1 once shut down; sleepers wake and stop */
     uint32_t header_size;    /* bytes of the kind-specific header, this one included */
-    uint8_t _reserved[28];   /* pads to one cache line */
+    uint32_t _pad0;          /* alignment */
+    uint64_t pid_namespace;  /* creator's PID namespace (Linux inode), 0 where unknown */
+    uint8_t _reserved[16];   /* pads to one cache line */
 } aip_segment_header;
+
+/* A word to sleep on, with the count of its sleepers, on a line of its own.
+ * The handshake that makes a wake never lost is in _sync.pxd. */
+typedef struct aip_wake_line {
+    uint32_t seq;      /* bumped by a waker that saw sleepers */
+    uint32_t sleepers; /* processes asleep, or about to sleep, on seq */
+    uint8_t _pad[56];  /* to the end of the line */
+} aip_wake_line;
 
 /* ---- SlotTable --------------------------------------------------------- */
 
@@ -92,23 +103,26 @@ typedef struct aip_slot {
 typedef struct aip_slot_table_header {
     aip_segment_header seg; /* common header, magic AIP_MAGIC_SLOT_TABLE */
     uint32_t n_slots;       /* number of slots */
-    uint32_t _pad0;         /* alignment */
+    uint32_t n_wake;        /* wake lines of hinted claims (hint % n_wake); one
+                               more follows for claims that take any hint */
     uint64_t slot_bytes;    /* payload bytes per slot (a frame), may be 0 */
+    uint64_t wake_offset;   /* from segment start to aip_wake_line[n_wake + 1] */
     uint64_t slots_offset;  /* from segment start to aip_slot[n_slots] */
     uint64_t data_offset;   /* from segment start to the payloads (page aligned) */
     uint64_t data_stride;   /* bytes between two payloads (64-byte aligned) */
-    uint8_t _pad1[24];      /* to the end of the line */
-    /* Own line: bumped on publish/reclaim/shutdown; workers sleep on it. */
-    uint32_t ready_seq;     /* wake word for "a slot may have become READY" */
-    uint32_t ready_sleepers; /* workers asleep or about to sleep on ready_seq */
-    uint8_t _pad2[56];      /* to the end of the line */
-    /* Own line: bumped on release/abort/drop/shutdown; the manager sleeps on it. */
-    uint32_t free_seq;      /* wake word for "a slot may have become FREE" */
-    uint32_t free_sleepers; /* processes asleep or about to sleep on free_seq */
-    uint8_t _pad3[56];      /* to the end of the line */
+    uint8_t _pad1[16];      /* to the end of the line */
+    /* Woken on release/abort/drop/shutdown: the manager sleeps here. */
+    aip_wake_line free_wake;
 } aip_slot_table_header;
 
 /* ---- ResultRing -------------------------------------------------------- */
+
+/* A role (producer lane, consumer) is held by a token, pid << 32 | handle
+ * number, beside the start time of that pid's process: a pid that was
+ * reused by another process has another start time. The taker CASes the
+ * token in with this bit set, writes the start time, then clears the bit
+ * (release), so that nobody compares a token with its predecessor's start. */
+#define AIP_TOKEN_PENDING (1ull << 63)
 
 /* One single-producer lane per producer process: a dead producer can only
  * ever leave its own lane half-written, and since its tail is published
@@ -117,9 +131,11 @@ typedef struct aip_slot_table_header {
 typedef struct aip_lane {
     /* Line 0: written by the lane's producer. */
     uint64_t tail;          /* records ever published; stored with release */
-    uint64_t owner_token;   /* atomic, CAS: producer handle (pid << 32 | n), 0 = free */
+    uint64_t owner_token;   /* atomic, CAS: producer handle (pid << 32 | n), 0 = free;
+                               AIP_TOKEN_PENDING while owner_start is being written */
+    uint64_t owner_start;   /* start time of the owner's process (tells PID reuse) */
     uint32_t space_sleeping; /* producers asleep (or about to be) on space_seq */
-    uint8_t _pad0[44];      /* to the end of the line */
+    uint8_t _pad0[36];      /* to the end of the line */
     /* Line 1: written by the consumer. */
     uint64_t head;          /* records ever consumed; stored with release */
     uint32_t space_seq;     /* bumped when the consumer frees room */
@@ -135,7 +151,8 @@ typedef struct aip_ring_header {
     uint64_t lanes_offset;  /* from segment start to aip_lane[n_lanes] */
     uint64_t cells_offset;  /* from segment start to the cells of lane 0 */
     uint64_t consumer_token; /* atomic, CAS: consumer handle (pid << 32 | n), 0 = none */
-    uint8_t _pad1[24];      /* to the end of the line */
+    uint64_t consumer_start; /* start time of the consumer's process */
+    uint8_t _pad1[16];      /* to the end of the line */
     /* Own line: the consumer's sleep word. */
     uint32_t data_seq;      /* bumped by a producer that saw the consumer sleep */
     uint32_t consumer_sleeping; /* consumers asleep (or about to be) on data_seq */
@@ -144,7 +161,8 @@ typedef struct aip_ring_header {
 
 _Static_assert(sizeof(aip_segment_header) == AIP_CACHE_LINE, "segment header is one line");
 _Static_assert(sizeof(aip_slot) == AIP_CACHE_LINE, "a slot is one line");
-_Static_assert(sizeof(aip_slot_table_header) == 4 * AIP_CACHE_LINE, "slot table header layout");
+_Static_assert(sizeof(aip_wake_line) == AIP_CACHE_LINE, "a wake line is one line");
+_Static_assert(sizeof(aip_slot_table_header) == 3 * AIP_CACHE_LINE, "slot table header layout");
 _Static_assert(sizeof(aip_lane) == 2 * AIP_CACHE_LINE, "a lane is two lines");
 _Static_assert(sizeof(aip_ring_header) == 3 * AIP_CACHE_LINE, "ring header layout");
 

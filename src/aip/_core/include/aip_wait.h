@@ -4,9 +4,12 @@
  *   aip_wait_u32(addr, expected, timeout_ns): sleeps only while *addr ==
  *       expected (checked atomically by the kernel, so a wake between the
  *       caller's check and the sleep is never lost). Returns AIP_WAIT_WOKEN
- *       (woken, possibly spuriously, or the value had changed: re-check),
- *       AIP_WAIT_INTERRUPTED (a signal arrived) or AIP_WAIT_TIMEOUT.
+ *       (woken, possibly spuriously: re-check), AIP_WAIT_CHANGED (the value
+ *       had changed before the sleep), AIP_WAIT_INTERRUPTED (a signal
+ *       arrived) or AIP_WAIT_TIMEOUT. timeout_ns is clamped to
+ *       0..AIP_WAIT_MAX_NS.
  *   aip_wake_all(addr): wakes every process sleeping on addr.
+ *   aip_wake_one(addr): wakes one of them.
  *
  * Linux: futex on the shared mapping (not FUTEX_PRIVATE_FLAG: the sleepers
  * are other processes). macOS: os_sync_wait_on_address with the SHARED flag
@@ -25,6 +28,16 @@
 #define AIP_WAIT_WOKEN 0
 #define AIP_WAIT_TIMEOUT 1
 #define AIP_WAIT_INTERRUPTED 2 /* a signal: let the caller run its handlers */
+#define AIP_WAIT_CHANGED 3     /* the word was no longer `expected`: no sleep */
+
+/* The longest single sleep: callers sleep in slices anyway (to run signal
+ * handlers), and a bound keeps every conversion below in range. */
+#define AIP_WAIT_MAX_NS (60LL * 1000000000LL)
+
+static inline int64_t aip_clamp_wait_ns(int64_t timeout_ns) {
+    if (timeout_ns < 0) return 0;
+    return timeout_ns > AIP_WAIT_MAX_NS ? AIP_WAIT_MAX_NS : timeout_ns;
+}
 
 /* The clock of Python's time.perf_counter_ns(), so that times stamped here
  * and in Python compare: CLOCK_MONOTONIC on Linux, mach_absolute_time
@@ -48,18 +61,23 @@ static inline int64_t aip_now_ns(void) {
 
 static inline int aip_wait_u32(uint32_t *addr, uint32_t expected, int64_t timeout_ns) {
     struct timespec rel;
-    if (timeout_ns < 0) timeout_ns = 0;
+    timeout_ns = aip_clamp_wait_ns(timeout_ns);
     rel.tv_sec = (time_t)(timeout_ns / 1000000000LL);
     rel.tv_nsec = (long)(timeout_ns % 1000000000LL);
     if (syscall(SYS_futex, addr, FUTEX_WAIT, expected, &rel, NULL, 0) == 0)
         return AIP_WAIT_WOKEN;
     if (errno == ETIMEDOUT) return AIP_WAIT_TIMEOUT;
     if (errno == EINTR) return AIP_WAIT_INTERRUPTED;
-    return AIP_WAIT_WOKEN; /* EAGAIN: the word had already changed */
+    if (errno == EAGAIN) return AIP_WAIT_CHANGED;
+    return AIP_WAIT_WOKEN;
 }
 
 static inline void aip_wake_all(uint32_t *addr) {
     syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+static inline void aip_wake_one(uint32_t *addr) {
+    syscall(SYS_futex, addr, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
 
 #elif defined(__APPLE__)
@@ -79,7 +97,9 @@ extern int __ulock_wake(uint32_t operation, void *addr, uint64_t wake_value);
 #define AIP_WAIT_BACKEND "ulock"
 
 static inline int aip_wait_u32(uint32_t *addr, uint32_t expected, int64_t timeout_ns) {
-    if (timeout_ns <= 0) timeout_ns = 1;
+    timeout_ns = aip_clamp_wait_ns(timeout_ns);
+    if (timeout_ns == 0) timeout_ns = 1; /* 0 means "no timeout" to these calls */
+    if (aip_load_u32_acquire(addr) != expected) return AIP_WAIT_CHANGED;
 #ifdef AIP_HAVE_OS_SYNC
     if (__builtin_available(macOS 14.4, *)) {
         int rc = os_sync_wait_on_address_with_timeout(
@@ -110,12 +130,23 @@ static inline void aip_wake_all(uint32_t *addr) {
     __ulock_wake(AIP_UL_COMPARE_AND_WAIT_SHARED | AIP_ULF_WAKE_ALL, addr, 0);
 }
 
+static inline void aip_wake_one(uint32_t *addr) {
+#ifdef AIP_HAVE_OS_SYNC
+    if (__builtin_available(macOS 14.4, *)) {
+        os_sync_wake_by_address_any(addr, sizeof(uint32_t), OS_SYNC_WAKE_BY_ADDRESS_SHARED);
+        return;
+    }
+#endif
+    __ulock_wake(AIP_UL_COMPARE_AND_WAIT_SHARED, addr, 0);
+}
+
 #else /* portable fallback: poll with a growing sleep */
 
 #define AIP_WAIT_BACKEND "backoff"
 
 static inline int aip_wait_u32(uint32_t *addr, uint32_t expected, int64_t timeout_ns) {
-    int64_t deadline = aip_now_ns() + timeout_ns;
+    int64_t deadline = aip_now_ns() + aip_clamp_wait_ns(timeout_ns);
+    if (aip_load_u32_acquire(addr) != expected) return AIP_WAIT_CHANGED;
     long step_ns = 1000; /* 1 us, doubling to 1 ms: fast first, cheap later */
     while (aip_load_u32_acquire(addr) == expected) {
         int64_t left = deadline - aip_now_ns();
@@ -128,6 +159,7 @@ static inline int aip_wait_u32(uint32_t *addr, uint32_t expected, int64_t timeou
 }
 
 static inline void aip_wake_all(uint32_t *addr) { (void)addr; }
+static inline void aip_wake_one(uint32_t *addr) { (void)addr; }
 
 #endif
 
