@@ -362,8 +362,8 @@ cdef class SlotTable(SegmentHandle):
         cdef aip_slot *s = &self._slots[slot]
         cdef uint64_t ctl = self._load_ctl(slot)
         if AIP_CTL_STATE(ctl) != AIP_SLOT_WRITING:
-            raise_for_status(AIP_WRONG_STATE, f"publish: slot {slot} is "
-                             f"{STATE_NAMES[AIP_CTL_STATE(ctl)]}, not WRITING")
+            raise_for_status(AIP_WRONG_STATE, f"SlotTable {self.name!r}: publish: slot "
+                             f"{slot} is {STATE_NAMES[AIP_CTL_STATE(ctl)]}, not WRITING")
         aip_store_u64_relaxed(&s.frame_id, frame_id)
         aip_store_u32_relaxed(&s.backend_hint, hint)
         aip_store_u64_relaxed(<uint64_t *>&s.t_publish_ns, <uint64_t>aip_now_ns())
@@ -371,7 +371,8 @@ cdef class SlotTable(SegmentHandle):
         # visible to whoever sees READY.
         if not aip_cas_u64(&s.ctl, &ctl, AIP_CTL_MAKE(AIP_SLOT_READY, AIP_NO_OWNER,
                                                       AIP_CTL_GENERATION(ctl))):
-            raise_for_status(AIP_WRONG_STATE, f"publish: slot {slot} changed under the writer")
+            raise_for_status(AIP_WRONG_STATE, f"SlotTable {self.name!r}: publish: slot "
+                             f"{slot} changed under the writer")
         self._wake_claimers(hint)
 
     def abort(self, Py_ssize_t slot):
@@ -540,13 +541,14 @@ cdef class SlotTable(SegmentHandle):
         cdef uint64_t ctl = self._load_ctl(slot)
         cdef uint32_t state = AIP_CTL_STATE(ctl)
         if state != from_state:
-            raise_for_status(AIP_WRONG_STATE, f"slot {slot} is {STATE_NAMES[state]}, "
-                             f"not {STATE_NAMES[from_state]}")
+            raise_for_status(AIP_WRONG_STATE, f"SlotTable {self.name!r}: slot {slot} is "
+                             f"{STATE_NAMES[state]}, not {STATE_NAMES[from_state]}")
         if from_state == AIP_SLOT_READING and AIP_CTL_OWNER(ctl) != expected_owner:
-            raise_for_status(AIP_NOT_OWNER, f"slot {slot} is held by worker "
-                             f"{AIP_CTL_OWNER(ctl)}, not {expected_owner}")
+            raise_for_status(AIP_NOT_OWNER, f"SlotTable {self.name!r}: slot {slot} is held "
+                             f"by worker {AIP_CTL_OWNER(ctl)}, not {expected_owner}")
         if not aip_cas_u64(&s.ctl, &ctl, AIP_CTL_MAKE(to_state, to_owner, AIP_CTL_GENERATION(ctl))):
-            raise_for_status(AIP_NOT_OWNER, f"slot {slot} changed hands during the call")
+            raise_for_status(AIP_NOT_OWNER, f"SlotTable {self.name!r}: slot {slot} changed "
+                             "hands during the call")
 
     # ---- payloads and inspection ----------------------------------------
 
