@@ -432,15 +432,27 @@ class Pipeline:
                         drop(frame_id)
                         continue
                     slot, old_frame_id = dropped
-                    del outstanding[old_frame_id]
-                    drop(old_frame_id)
+                    try:
+                        del outstanding[old_frame_id]
+                        drop(old_frame_id)
+                    except BaseException:
+                        self._abort_slot(slot)
+                        raise
 
-                t_ingest = time.perf_counter_ns()
-                np.copyto(self._frames[slot], frame)
-                hint = scheduler.next_hint(frame_id)
-                outstanding[frame_id] = _Outstanding(
-                    capture_ns or t_ingest, t_ingest, frame.copy() if self.keep_frames else None)
-                self._table.publish(slot, frame_id, hint)
+                # The slot is WRITING and ours until publish: anything that
+                # interrupts (Ctrl-C included) must hand it back, or it is
+                # lost to the ring for the rest of the run.
+                try:
+                    t_ingest = time.perf_counter_ns()
+                    np.copyto(self._frames[slot], frame)
+                    hint = scheduler.next_hint(frame_id)
+                    outstanding[frame_id] = _Outstanding(
+                        capture_ns or t_ingest, t_ingest, frame.copy() if self.keep_frames else None)
+                    self._table.publish(slot, frame_id, hint)
+                except BaseException:
+                    outstanding.pop(frame_id, None)
+                    self._abort_slot(slot)
+                    raise
                 metrics.frames_generated += 1
                 metrics.frames_assigned += 1
                 ingested += 1
@@ -452,6 +464,15 @@ class Pipeline:
                 self._discard(outstanding)
             metrics.wall_time_s = (time.perf_counter_ns() - start_ns) / 1e9
             metrics.manager_cpu_s = time.process_time() - cpu_start
+
+    def _abort_slot(self, slot: int) -> None:
+        """Hand back a slot taken for writing and not published."""
+        from aip.ring import RingError
+
+        try:
+            self._table.abort(slot)
+        except RingError:
+            pass  # published after all, or the table is gone: nothing to hand back
 
     def _free_slot(self) -> int | None:
         try:
@@ -540,8 +561,12 @@ class Pipeline:
                 break
             slot = self._free_slot() if in_flight < 2 * len(workers) else None
             if slot is not None:
-                np.copyto(self._frames[slot], frame)
-                self._table.publish(slot, frame_id, hint if hint is not None else HINT_ANY)
+                try:
+                    np.copyto(self._frames[slot], frame)
+                    self._table.publish(slot, frame_id, hint if hint is not None else HINT_ANY)
+                except BaseException:
+                    self._abort_slot(slot)
+                    raise
                 frame_id += 1
                 in_flight += 1
                 continue

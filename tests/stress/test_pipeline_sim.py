@@ -207,3 +207,37 @@ def test_killed_manager_leaves_no_orphan_worker_or_segment(tmp_path: Any) -> Non
         time.sleep(0.1)
     assert not any(map(alive, pids)), "workers outlived their manager"
     assert not any(os.path.exists(f"/dev/shm/{n}") for n in names), "segments leaked"
+
+
+class _InterruptingScheduler:
+    """A scheduler that raises Ctrl-C while the manager holds a slot for writing."""
+
+    def __init__(self, inner: Any, at_frame: int) -> None:
+        self._inner = inner
+        self._at_frame = at_frame
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def next_hint(self, frame_id: int) -> int:
+        if frame_id == self._at_frame:
+            raise KeyboardInterrupt
+        return int(self._inner.next_hint(frame_id))
+
+
+def test_an_interrupt_between_acquire_and_publish_hands_the_slot_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aip.manager
+
+    real = aip.manager.make_scheduler
+    monkeypatch.setattr(
+        aip.manager, "make_scheduler",
+        lambda *args, **kwargs: _InterruptingScheduler(real(*args, **kwargs), at_frame=5),
+    )
+    with Pipeline([sim(0.001)], mode="pull", n_slots=4) as pipeline:
+        with pytest.raises(KeyboardInterrupt):
+            list(pipeline.run(frames(20)))
+        counts = pipeline._table.counts()  # noqa: SLF001 - the state under test
+    assert counts["WRITING"] == 0, counts
+    assert_no_children_left()
