@@ -17,10 +17,15 @@ import itertools
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from aip.backends.base import REGISTRY, BackendSpec, BackendUnavailable, check_available
+from aip.backends.base import REGISTRY, BackendSpec, BackendUnavailable, check_available, prepare
+
+if TYPE_CHECKING:
+    from aip.manager import Pipeline
+
+log = logging.getLogger(__name__)
 
 # What `aip run` uses when no --backend is given: one worker per accelerator
 # this machine has, and CPU workers on the cores left over (sim never stands
@@ -82,9 +87,13 @@ def rect_imgsz(frame_hw: tuple[int, int], long_side: int = 640, stride: int = 32
     )
 
 
-def default_specs(options: dict[str, Any], cores: int) -> list[BackendSpec]:
-    """One worker per accelerator here, one single-threaded CPU worker per core left."""
-    reasons = available_backends()
+def default_specs(options: dict[str, Any], cores: int,
+                  skip: Mapping[str, str] | None = None) -> list[BackendSpec]:
+    """One worker per accelerator here, one single-threaded CPU worker per core left.
+
+    ``skip`` maps backends to leave out (they failed to load) to why.
+    """
+    reasons = {**available_backends(), **(skip or {})}
     specs = [BackendSpec(name, dict(options)) for name in ACCELERATORS if reasons.get(name) is None]
     cpu_name = next((name for name in CPU_BACKENDS if reasons.get(name) is None), None)
     if cpu_name is not None:
@@ -98,15 +107,60 @@ def default_specs(options: dict[str, Any], cores: int) -> list[BackendSpec]:
     return specs
 
 
-def _specs(args: argparse.Namespace, frame_hw: tuple[int, int] | None = None) -> list[BackendSpec]:
-    options: dict[str, Any] = {}
+def start_pipeline(args: argparse.Namespace, frame_shape: tuple[int, int, int],
+                   **pipeline_options: Any) -> Pipeline:
+    """A started Pipeline on the backends of ``args``.
+
+    Backends the user named (``-b``) must all load: any failure is the
+    command's error. Without ``-b``, a default backend that fails to
+    prepare (export) or load is left out with a warning that says why, and
+    the run goes on with the rest (the cores it would have used go to CPU
+    workers); it is an error only when none is left.
+    """
+    from aip.manager import Pipeline, WorkerError
+
+    options: dict[str, Any] = {"imgsz": args.imgsz or rect_imgsz((frame_shape[0], frame_shape[1]))}
     if args.model:
         options["model"] = args.model
-    if args.imgsz or frame_hw:
-        options["imgsz"] = args.imgsz or rect_imgsz(frame_hw)  # type: ignore[arg-type]
     if args.backend:
-        return [parse_backend(text, **options) for text in args.backend]
-    return default_specs(options, os.cpu_count() or 1)
+        pipeline = Pipeline([parse_backend(text, **options) for text in args.backend], **pipeline_options)
+        pipeline.start(frame_shape)
+        return pipeline
+    skipped: dict[str, str] = {}
+    prepared: dict[str, BackendSpec] = {}  # one export per distinct spec, not one per worker
+    while True:
+        specs = default_specs(options, os.cpu_count() or 1, skipped)
+        ready: list[BackendSpec] = []
+        for spec in specs:
+            key = f"{spec.name}:{sorted(spec.options.items())}"
+            try:
+                if key not in prepared:
+                    check_available(spec)
+                    prepared[key] = prepare(spec)
+            except Exception as error:  # whatever stops one default backend, the others still run
+                _skip(skipped, spec.name, f"{type(error).__name__}: {error}")
+                break
+            ready.append(prepared[key])
+        else:
+            pipeline = Pipeline(ready, **pipeline_options)
+            try:
+                pipeline.start(frame_shape)
+                return pipeline
+            except WorkerError as error:  # start() has closed the pipeline
+                if error.worker is None:
+                    raise
+                _skip(skipped, ready[error.worker].name, str(error).strip().splitlines()[-1])
+
+
+def _frame_shape(frame: Any) -> tuple[int, int, int]:
+    height, width, channels = frame.shape
+    return (int(height), int(width), int(channels))
+
+
+def _skip(skipped: dict[str, str], name: str, reason: str) -> None:
+    skipped[name] = f"failed to load: {reason}"
+    log.warning("leaving out the %s backend, which failed to load (%s); running on the others. "
+                "Name the backends with -b to make such a failure an error", name, reason)
 
 
 def _imgsz(text: str) -> tuple[int, int]:
@@ -123,7 +177,6 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from aip.manager import Pipeline
     from aip.sinks import AnnotatedVideoSink, JsonLinesSink
     from aip.sources import open_source
 
@@ -134,13 +187,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if first is None:
             raise ValueError(f"source {args.source!r} has no frames")
         frame = first[0] if isinstance(first, tuple) else first
-        specs = _specs(args, frame.shape[:2])
         target_fps = args.fps or (source.fps if args.realtime else None)
-        with Pipeline(specs, mode=args.mode, target_fps=target_fps, on_full=args.on_full,
-                      conf=args.conf, iou=args.iou, keep_frames=bool(args.video)) as pipeline:
+        with start_pipeline(args, _frame_shape(frame), mode=args.mode, target_fps=target_fps, on_full=args.on_full,
+                            conf=args.conf, iou=args.iou, keep_frames=bool(args.video)) as pipeline:
             print("workers: " + ", ".join(f"{label} ({spec.options})" for label, spec in
-                                          zip(pipeline.labels, specs)), file=sys.stderr)
-            if args.mode != "pull" and len(specs) > 1:
+                                          zip(pipeline.labels, pipeline.specs)), file=sys.stderr)
+            if args.mode != "pull" and len(pipeline.specs) > 1:
                 calibration = pipeline.calibrate(frame, refresh=args.recalibrate)
                 print(f"weights {dict(zip(pipeline.labels, pipeline.weights))}, calibrated "
                       f"together {calibration.ideal_fps:.1f} FPS", file=sys.stderr)
@@ -171,7 +223,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from aip.manager import Pipeline
     from aip.sources import open_source
 
     with open_source(args.source) as source:
@@ -179,8 +230,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if first is None:
         raise ValueError(f"source {args.source!r} has no frames")
     frame = first[0] if isinstance(first, tuple) else first
-    specs = _specs(args, frame.shape[:2])
-    with Pipeline(specs) as pipeline:
+    with start_pipeline(args, _frame_shape(frame)) as pipeline:
         result = pipeline.calibrate(frame, refresh=True, seconds=args.seconds)
     print(f"{'backend':24}{'alone FPS':>12}{'together FPS':>14}{'weight':>8}")
     for label, key in zip(pipeline.labels, result.together_fps):

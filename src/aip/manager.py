@@ -53,7 +53,15 @@ HEALTH_CHECK_S = 0.1
 
 
 class WorkerError(RuntimeError):
-    """A worker failed; the message carries its traceback."""
+    """A worker failed; the message carries its traceback.
+
+    ``worker`` is the index (into the pipeline's backends) of the worker that
+    failed to start, when the error is about one; else None.
+    """
+
+    def __init__(self, message: str, *, worker: int | None = None) -> None:
+        super().__init__(message)
+        self.worker = worker
 
 
 @dataclass
@@ -228,13 +236,14 @@ class Pipeline:
                 for worker in self._workers:
                     if worker.index in waiting and not worker.process.is_alive():
                         raise WorkerError(f"worker {worker.label} died while starting "
-                                          f"(exit code {worker.process.exitcode})") from None
+                                          f"(exit code {worker.process.exitcode})",
+                                          worker=worker.index) from None
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"workers {sorted(waiting)} not ready after "
                                        f"{self.start_timeout_s:.0f} s") from None
                 continue
             if kind == "error":
-                raise WorkerError(f"worker {self.labels[index]} failed to start:\n{payload}")
+                raise WorkerError(f"worker {self.labels[index]} failed to start:\n{payload}", worker=index)
             self._workers[index].device = payload
             waiting.discard(index)
 

@@ -20,14 +20,16 @@ importing this module is cheap and has no side effects.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -44,6 +46,7 @@ __all__ = [
     "default_cache_dir",
     "export",
     "load_torch_model",
+    "no_auto_install",
     "parse_imgsz",
     "resolve_model",
 ]
@@ -69,6 +72,15 @@ _EXPORT_REQUIREMENTS = {
 _RANDOM_WEIGHTS_KEY = "aip_random_weights"
 
 _STRIDE = 32  # YOLO11's largest stride: input sides must be multiples of it
+
+#: The Core ML package's input: the letterboxed RGB frame as aip's
+#: preprocessing writes it, (1, 3, H, W) float32 in [0, 1].
+COREML_INPUT = "images"
+#: Its one output: the raw head, (1, 4 + nc, N) float32 (xywh boxes in input
+#: pixels, then class scores), decoded by aip's own NMS.
+COREML_OUTPUT = "raw_head"
+#: Metadata key holding the compute precision ("float16" or "float32").
+COREML_PRECISION_KEY = "aip.compute_precision"
 
 
 class RandomWeightsWarning(UserWarning):
@@ -274,7 +286,10 @@ def export(
     Raises:
         ValueError: an unknown format or a bad input size.
         ModuleNotFoundError: the format's converter (onnx, coremltools) is not installed.
-        RuntimeError: ultralytics' exporter failed.
+        RuntimeError: the exporter or converter failed.
+
+    Core ML is converted by aip itself (:func:`_convert_coreml`), not by
+    ultralytics' exporter: see there for why.
     """
     if fmt not in EXPORT_SUFFIXES:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_SUFFIXES)}")
@@ -294,7 +309,10 @@ def export(
     with tempfile.TemporaryDirectory(dir=directory, prefix=".aip-export-") as scratch:
         weights = Path(scratch) / source.path.name
         shutil.copyfile(source.path, weights)
-        produced = _run_exporter(weights, fmt, (height, width), half)
+        if fmt == "coreml":
+            produced = _convert_coreml(weights, (height, width), half)
+        else:
+            produced = _run_exporter(weights, fmt, (height, width), half)
         try:
             os.replace(produced, target)
         except OSError:
@@ -324,6 +342,27 @@ def artifact_path(
     return path
 
 
+@contextlib.contextmanager
+def no_auto_install() -> Iterator[None]:
+    """Keep ultralytics from pip-installing packages while it exports.
+
+    Its exporters check their requirements and, unless ``YOLO_AUTOINSTALL``
+    was false when ultralytics was imported, pip-install what does not match
+    (the Core ML export would replace numpy >= 2.4 by numpy <= 2.3.5 in the
+    user's environment). aip checks what each format needs itself and never
+    installs anything behind the user's back: with auto-install off a failed
+    check is only logged, and the export goes on with what is installed.
+    """
+    from ultralytics.utils import checks
+
+    saved = checks.AUTOINSTALL
+    checks.AUTOINSTALL = False
+    try:
+        yield
+    finally:
+        checks.AUTOINSTALL = saved
+
+
 def _run_exporter(weights: Path, fmt: str, imgsz: tuple[int, int], half: bool) -> Path:
     import torch
     from ultralytics import YOLO
@@ -334,7 +373,7 @@ def _run_exporter(weights: Path, fmt: str, imgsz: tuple[int, int], half: bool) -
     if fmt == "onnx":
         options["simplify"] = False  # onnxslim is not needed, and ultralytics would pip-install it
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), no_auto_install():
             # Tracing notes and torch's deprecation of the tracing exporters
             # ultralytics calls: nothing for our user to act on.
             for category in (DeprecationWarning, FutureWarning, torch.jit.TracerWarning):
@@ -351,6 +390,99 @@ def _run_exporter(weights: Path, fmt: str, imgsz: tuple[int, int], half: bool) -
     except Exception as error:
         raise RuntimeError(f"ultralytics could not export {weights.name} to {fmt} at {imgsz}: {error}") from error
     return Path(produced)
+
+
+def _convert_coreml(weights: Path, imgsz: tuple[int, int], half: bool) -> Path:
+    """Convert a YOLO ``.pt`` to an ``.mlpackage`` with torch.jit.trace and coremltools.
+
+    Why not ultralytics' Core ML exporter: it gives the model an
+    ``ImageType`` input, which coremltools' Python ``predict`` accepts only as
+    a PIL image, so every frame would leave aip's preprocessed tensor for a
+    PIL round trip; it names the output whatever the trace called it; and it
+    tries to pip-install ``numpy<=2.3.5`` when it finds a newer numpy.
+
+    What this makes, and why:
+
+    - Input ``images``: a ``TensorType`` (a multi-array), (1, 3, H, W),
+      **float32**: the tensor aip's Numba preprocessing already wrote (RGB,
+      letterboxed, scaled to [0, 1]) goes straight in. Not float16:
+      coremltools' ``predict`` casts float16 numpy inputs to float32 before
+      Core ML sees them (a known workaround in its ``MLModel.predict``), so a
+      float16 input would cost one more copy, and the cast to the Neural
+      Engine's float16 happens anyway, as the program's first op.
+    - Output ``raw_head``: (1, 4 + nc, N) float32, named explicitly; NMS
+      stays in aip (``nms=False`` in ultralytics' terms; Detect's export mode
+      gives the single concatenated output).
+    - An ML Program for macOS 13 or newer, fixed shapes (the ANE wants
+      them). ``half``: float16 compute precision, which is what the Neural
+      Engine runs; float32 precision keeps the model on the GPU and CPU.
+    - The same graph tweaks ultralytics' exporter makes for Core ML: fused
+      scaled-dot-product attention, C2f's split forward.
+    """
+    import coremltools
+    import numpy as np
+    import torch
+
+    network = _coreml_network(weights)
+    names = network.names if isinstance(network.names, dict) else dict(enumerate(network.names))
+    example = torch.zeros((1, 3, *imgsz), dtype=torch.float32)
+    precision = "float16" if half else "float32"
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # torch's deprecation of tracing and the tracer's notes on
+            # shape-dependent Python: nothing for our user to act on.
+            for category in (DeprecationWarning, FutureWarning, UserWarning, torch.jit.TracerWarning):
+                warnings.filterwarnings("ignore", category=category, module=r"(torch|ultralytics|coremltools)\b")
+            # coremltools writes the weights into a TemporaryDirectory it lets
+            # the garbage collector remove (after copying them into the package).
+            warnings.filterwarnings("ignore", category=ResourceWarning, message="Implicitly cleaning up")
+            traced = torch.jit.trace(network, example, strict=False, check_trace=False)
+            model = coremltools.convert(
+                traced,
+                inputs=[coremltools.TensorType(name=COREML_INPUT, shape=example.shape, dtype=np.float32)],
+                outputs=[coremltools.TensorType(name=COREML_OUTPUT, dtype=np.float32)],
+                convert_to="mlprogram",
+                minimum_deployment_target=coremltools.target.macOS13,
+                compute_precision=getattr(coremltools.precision, precision.upper()),
+                skip_model_load=True,  # Linux cannot load it; the backend loads it on the Mac
+            )
+    except Exception as error:
+        raise RuntimeError(
+            f"coremltools {coremltools.__version__} could not convert {weights.name} at {imgsz} "
+            f"(torch {torch.__version__}, numpy {np.__version__}): {error}"
+        ) from error
+    model.short_description = f"YOLO raw head for aip: {weights.stem}, {imgsz[0]}x{imgsz[1]}, {precision}"
+    model.user_defined_metadata.update({
+        COREML_PRECISION_KEY: precision,
+        "aip.imgsz": json.dumps(list(imgsz)),
+        "aip.names": json.dumps({str(i): names[i] for i in sorted(names)}),
+        "aip.input": "RGB letterboxed (1, 3, H, W) float32 in [0, 1]",
+    })
+    produced = weights.with_suffix(EXPORT_SUFFIXES["coreml"])
+    model.save(str(produced))
+    return produced
+
+
+def _coreml_network(weights: Path) -> torch.nn.Module:
+    """The checkpoint's network set up for tracing to Core ML: one (1, 4 + nc, N) output."""
+    import torch
+    from ultralytics.nn.modules import C2f, Detect
+    from ultralytics.nn.modules.block import Attention
+    from ultralytics.nn.tasks import load_checkpoint
+
+    network, _ = load_checkpoint(str(weights), device=torch.device("cpu"))
+    network = network.fuse(verbose=False).eval().float()
+    for module in network.modules():
+        if isinstance(module, Detect):
+            module.export, module.format, module.dynamic, module.shape = True, "coreml", False, None
+        elif isinstance(module, Attention):
+            module.format = "coreml"  # Core ML's fused attention op, as ultralytics' exporter does
+        elif isinstance(module, C2f) and hasattr(module, "forward_split"):
+            module.forward = module.forward_split
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    model: torch.nn.Module = network
+    return model
 
 
 def load_torch_model(

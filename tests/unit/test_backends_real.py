@@ -230,8 +230,10 @@ def test_misconfigurations_are_refused_before_any_worker_starts(tmp_path: Path) 
         check_available(BackendSpec("cpu", {"imgsz": 500}))
     with pytest.raises(FileNotFoundError, match="missing.onnx"):
         check_available(BackendSpec("onnx", {"model": str(tmp_path / "missing.onnx")}))
-    with pytest.raises(BackendUnavailable, match="lacks NoSuchExecutionProvider"):
-        check_available(BackendSpec("onnx", {"providers": ["NoSuchExecutionProvider"]}))
+    with pytest.raises(ValueError, match="provider must be one of cpu, cuda, coreml"):
+        check_available(BackendSpec("onnx", {"provider": "tpu"}))
+    with pytest.raises(ValueError, match="use provider=cpu|cuda|coreml"):
+        check_available(BackendSpec("onnx", {"providers": ["CPUExecutionProvider"]}))
 
 
 def test_threads_option_applies_in_the_worker_process_only(seeded: ModelSource) -> None:

@@ -189,17 +189,6 @@ def test_export_refuses_bad_requests(seeded: ModelSource) -> None:
         export(seeded, "onnx", (500, 640))
 
 
-@pytest.mark.skipif(sys.platform == "darwin", reason="coremltools may be installed on a Mac")
-def test_coreml_export_without_coremltools_says_what_to_install(seeded: ModelSource) -> None:
-    try:
-        import coremltools  # noqa: F401
-    except ImportError:
-        with pytest.raises(ModuleNotFoundError, match=r"pip install 'aip\[coreml\]'"):
-            export(seeded, "coreml", (640, 640))
-    else:
-        pytest.skip("coremltools is installed")
-
-
 # --- load_torch_model ---------------------------------------------------------------------
 
 

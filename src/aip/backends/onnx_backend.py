@@ -8,9 +8,16 @@ Options (all optional):
 - ``imgsz``: network input ``(height, width)`` or one int. For an ``.onnx``
   it defaults to the file's own fixed shape and must match it; else 640.
 - ``half``: export with float16 weights (inputs and outputs stay float32).
-- ``providers``: execution providers in order of preference; default the
-  first present of CUDA, CoreML (on a Mac, the second road to the Neural
-  Engine besides the ``coreml`` backend), then always the CPU.
+- ``provider``: ``cpu`` (the default), ``cuda`` or ``coreml``. An ``onnx``
+  worker is a CPU worker unless told otherwise: it pins ONNX Runtime's
+  ``CPUExecutionProvider``, even where the CUDA or CoreML provider is
+  present, because ``aip run`` gives the accelerators workers of their own
+  (``cuda``, ``coreml``) and a CPU worker that quietly took the GPU or the
+  Neural Engine would compete with them. ``cuda`` and ``coreml`` (on a
+  Mac, the second road to the Neural Engine besides the ``coreml`` backend)
+  put the model there, with the CPU for the operators they lack; if ONNX
+  Runtime cannot start the provider asked for, loading fails, never falls
+  back to the CPU silently.
 - ``device``: CUDA device index for the CUDA provider, default 0.
 - ``threads``: intra-op threads of this session; default ONNX Runtime's (every core).
 - ``spin``: let idle intra-op threads spin-wait for work (ONNX Runtime's
@@ -36,7 +43,12 @@ from aip.models import DEFAULT_MODEL, artifact_path, parse_imgsz
 
 WARMUP_RUNS = 3  # the first runs allocate the arena and pick kernels
 
-PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CoreMLExecutionProvider", "CPUExecutionProvider")
+#: ``provider`` option -> ONNX Runtime execution provider
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
 
 _INPUT_DTYPES: dict[str, np.dtype[Any]] = {
     "tensor(float)": np.dtype(np.float32),
@@ -86,14 +98,15 @@ class OnnxBackend(Backend):
                         f"the onnx backend was given {model.name}, and exporting it to .onnx needs {module}: "
                         f"pip install 'aip[{extra}]', or pass an exported .onnx"
                     )
-        if options.get("providers"):
+        provider = _provider_name(options)
+        if provider != "CPUExecutionProvider":
             import onnxruntime
 
-            missing = set(options["providers"]) - set(onnxruntime.get_available_providers())
-            if missing:
+            available = onnxruntime.get_available_providers()
+            if provider not in available:
                 raise BackendUnavailable(
-                    f"ONNX Runtime here lacks {', '.join(sorted(missing))}; "
-                    f"it has {', '.join(onnxruntime.get_available_providers())}"
+                    f"onnx:provider={options['provider']} needs ONNX Runtime's {provider}, which this "
+                    f"onnxruntime lacks (it has {', '.join(available)})"
                 )
 
     @classmethod
@@ -131,6 +144,10 @@ class OnnxBackend(Backend):
             str(path), sess_options=session_options, providers=self._providers(onnxruntime)
         )
         self._provider = self._session.get_providers()[0]
+        asked = _provider_name(options)
+        if self._provider != asked:  # ONNX Runtime falls back to the CPU with only a log line
+            raise RuntimeError(f"ONNX Runtime could not start {asked} (it ran on {self._provider}); "
+                               "check its log above for why")
         model_input = self._session.get_inputs()[0]
         shape = tuple(model_input.shape[2:])
         if not all(isinstance(side, int) for side in shape):
@@ -145,15 +162,16 @@ class OnnxBackend(Backend):
             self.infer(zeros)
 
     def _providers(self, onnxruntime: Any) -> list[Any]:
-        """Requested providers, else the preferred ones present, each with its options."""
-        available = onnxruntime.get_available_providers()
-        names = self.spec.options.get("providers") or [p for p in PREFERRED_PROVIDERS if p in available]
+        """The provider asked for, with its options, then the CPU for what it lacks."""
+        name = _provider_name(self.spec.options)
+        if name == "CPUExecutionProvider":
+            return [name]
         provider_options = {
             "CUDAExecutionProvider": {"device_id": int(self.spec.options.get("device", 0))},
             # ML Program models run on the Neural Engine; the older NeuralNetwork format often falls back to the CPU.
             "CoreMLExecutionProvider": {"ModelFormat": "MLProgram", "MLComputeUnits": "CPUAndNeuralEngine"},
         }
-        return [(name, provider_options[name]) if name in provider_options else name for name in names]
+        return [(name, provider_options[name]), "CPUExecutionProvider"]
 
     def infer(self, batch: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """(1, 3, H, W) array of ``input_dtype`` -> raw head output (1, 4 + nc, N) float32."""
@@ -164,6 +182,16 @@ class OnnxBackend(Backend):
 
     def close(self) -> None:
         self._session = None
+
+
+def _provider_name(options: dict[str, Any]) -> str:
+    """The ONNX Runtime provider of the ``provider`` option; ValueError for an unknown one."""
+    if "providers" in options:
+        raise ValueError("the onnx option 'providers' is gone: use provider=cpu|cuda|coreml")
+    provider = str(options.get("provider", "cpu")).lower()
+    if provider not in PROVIDERS:
+        raise ValueError(f"onnx provider must be one of {', '.join(PROVIDERS)}, got {options['provider']!r}")
+    return PROVIDERS[provider]
 
 
 BACKEND = OnnxBackend
