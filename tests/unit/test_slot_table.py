@@ -199,3 +199,16 @@ def test_retarget_moves_only_ready_frames_of_that_hint(table: SlotTable) -> None
     claimed = sorted(table.frame_id(table.claim(1, worker=1, timeout=0)) for _ in range(2))
     assert claimed == [1, 2]
     assert table.slot_info(held)["backend_hint"] == 2
+
+
+def test_take_back_only_an_unclaimed_frame_it_still_holds(table: SlotTable) -> None:
+    slot = table.acquire_free(timeout=0)
+    table.publish(slot, 41, 0)
+    assert not table.take_back(slot, 40)  # another frame
+    assert table.take_back(slot, 41)
+    assert table.state(slot) == 1  # WRITING: the caller's to overwrite
+    table.publish(slot, 42, 0)
+    assert table.claim(0, 0, timeout=0) == slot
+    assert not table.take_back(slot, 42)  # claimed: being served
+    table.release(slot, 0)
+    assert not table.take_back(slot, 42)  # FREE

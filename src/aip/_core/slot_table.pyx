@@ -412,6 +412,21 @@ cdef class SlotTable(SegmentHandle):
                                         AIP_CTL_GENERATION(best_ctl) + 1)):
                 return best, best_frame
 
+    def take_back(self, Py_ssize_t slot, uint64_t frame_id):
+        """READY -> WRITING on ``slot`` if it still holds ``frame_id`` and no
+        worker took it yet: for a writer that replaces one of its own frames
+        (a live stream keeping only its freshest frame). Returns whether the
+        slot is now the caller's to overwrite (then publish or abort it)."""
+        self._check_slot(slot)
+        cdef aip_slot *s = &self._slots[slot]
+        cdef uint64_t ctl = self._load_ctl(slot)
+        if AIP_CTL_STATE(ctl) != AIP_SLOT_READY or aip_load_u64_relaxed(&s.frame_id) != frame_id:
+            return False
+        # A slot claimed, freed and refilled since the load above has a new
+        # generation: the CAS fails instead of taking someone else's frame.
+        return aip_cas_u64(&s.ctl, &ctl, AIP_CTL_MAKE(AIP_SLOT_WRITING, AIP_NO_OWNER,
+                                                      AIP_CTL_GENERATION(ctl) + 1))
+
     def reclaim(self, uint32_t owner, uint32_t hint=AIP_HINT_ANY):
         """READING -> READY for every slot held by ``owner`` (a dead worker).
 
