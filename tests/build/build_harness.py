@@ -25,14 +25,15 @@ TESTS = REPO / "tests"
 
 # The compiled core's own tests: rings, slot tables, the model check and the
 # multi-process stress tests, plus any hostile-segment or core test file that
-# exists (tests/build itself never, or a build test would run itself).
+# exists: test_hostile*.py, test_core.py, test_core_*.py (not test_coreml.py,
+# the Core ML backend's; never tests/build, or a build test would run itself).
 CORE_TEST_FILES = (
     "unit/test_result_ring.py",
     "unit/test_slot_table.py",
     "unit/test_ring_model.py",
     "stress/test_ring_processes.py",
 )
-CORE_TEST_GLOBS = ("test_hostile*.py", "test_core*.py")
+CORE_TEST_GLOBS = ("test_hostile*.py", "test_core.py", "test_core_*.py")
 
 # Lines of a failed step's log shown in the failure message; the whole log
 # stays on disk (its path is in the message).
