@@ -13,14 +13,16 @@ index), ``sim:0.02`` (seconds per frame), or ``NAME:key=value,key=value``
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from aip.backends.base import REGISTRY, BackendSpec, BackendUnavailable, check_available, prepare
+from aip.pipeline.streams import POLICIES
 
 if TYPE_CHECKING:
     from aip.manager import Pipeline
@@ -176,19 +178,41 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_streams_file(path: str) -> list[str]:
+    """Sources from a file, one a line; blank lines and ``#`` comments skipped."""
+    with open(path, encoding="utf-8") as lines:
+        sources = [line.split("#", 1)[0].strip() for line in lines]
+    sources = [source for source in sources if source]
+    if not sources:
+        raise ValueError(f"{path} names no source (one per line)")
+    return sources
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
     from aip.sinks import AnnotatedVideoSink, JsonLinesSink
     from aip.sources import open_source
 
+    specs = list(args.sources) + (read_streams_file(args.streams) if args.streams else [])
+    specs = specs or ["sample"]
+    if args.video and len(specs) > 1:
+        raise ValueError("--video writes one annotated video: give it one source")
     sinks: list[Any] = []
-    with open_source(args.source) as source:
-        frames = iter(source)
-        first = next(frames, None)
-        if first is None:
-            raise ValueError(f"source {args.source!r} has no frames")
-        frame = first[0] if isinstance(first, tuple) else first
-        target_fps = args.fps or (source.fps if args.realtime else None)
-        with start_pipeline(args, _frame_shape(frame), mode=args.mode, target_fps=target_fps, on_full=args.on_full,
+    with ExitStack() as opened:
+        # Opened here, so that a wrong path or a dead camera fails before any
+        # worker starts; the pipeline reopens a stream from its spec if it fails.
+        sources = [opened.enter_context(open_source(spec)) for spec in specs]
+        shapes = [tuple(source.shape) for source in sources]
+        largest = (max(h for h, _, _ in shapes), max(w for _, w, _ in shapes), 3)
+        first = sources[0]
+        frame = first.peek() if hasattr(first, "peek") else None
+        if frame is None:
+            frame = np.zeros(shapes[0], np.uint8)
+        target_fps = args.fps
+        with start_pipeline(args, shapes[0], mode=args.mode, target_fps=target_fps,
+                            on_full=args.on_full, max_age_ms=args.max_age_ms,
+                            max_frame_shape=largest, stream_timeout_s=args.stream_timeout,
                             conf=args.conf, iou=args.iou, keep_frames=bool(args.video)) as pipeline:
             print("workers: " + ", ".join(f"{label} ({spec.options})" for label, spec in
                                           zip(pipeline.labels, pipeline.specs)), file=sys.stderr)
@@ -196,20 +220,23 @@ def cmd_run(args: argparse.Namespace) -> int:
                 calibration = pipeline.calibrate(frame, refresh=args.recalibrate)
                 print(f"weights {dict(zip(pipeline.labels, pipeline.weights))}, calibrated "
                       f"together {calibration.ideal_fps:.1f} FPS", file=sys.stderr)
+            for spec, source in zip(specs, sources):
+                fps = source.fps if args.realtime and source.fps else None
+                pipeline.add_stream(source, name=spec if len(specs) > 1 else None, fps=fps,
+                                    max_frames=args.frames, reopen=spec)
             if args.jsonl:
                 sinks.append(JsonLinesSink(args.jsonl))
             if args.video:
-                sinks.append(AnnotatedVideoSink(args.video, fps=source.fps or 30.0,
-                                                size=(frame.shape[1], frame.shape[0])))
+                sinks.append(AnnotatedVideoSink(args.video, fps=first.fps or 30.0,
+                                                size=(shapes[0][1], shapes[0][0])))
             try:
-                # the first frame waited through calibration: time it from now
-                for result in pipeline.run(itertools.chain([frame], frames), max_frames=args.frames):
+                for result in pipeline.run():
                     for sink in sinks:
                         sink.write(result)
             finally:
                 for sink in sinks:
                     sink.close()
-    print(pipeline.metrics.format_table())
+                print(pipeline.metrics.format_table())
     efficiency = pipeline.metrics.scheduling_efficiency
     if efficiency is not None and efficiency > 1.1:
         print("aip: the cached calibration undersells this machine (measured under other load?): "
@@ -261,17 +288,23 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: yolo11n.yaml, seeded random weights)")
         sub.add_argument("--imgsz", type=_imgsz, help="network input, e.g. 640 or 480x640")
 
-    run = commands.add_parser("run", help="detect objects in a source")
-    run.add_argument("source", nargs="?", default="sample",
+    run = commands.add_parser("run", help="detect objects in one or many sources")
+    run.add_argument("sources", nargs="*", metavar="SOURCE",
                      help="video file, image folder, camera index, rtsp:// or http(s):// URL, "
-                     "synthetic[:WxH], or sample[:FRAMES] (default: a 120-frame video made from "
-                     "ultralytics' bundled photos)")
+                     "synthetic[:WxH], or sample[:FRAMES]; several run as streams side by side "
+                     "(default: a 120-frame video made from ultralytics' bundled photos)")
+    run.add_argument("--streams", metavar="FILE", help="more sources, one per line")
     backend_options(run)
     run.add_argument("--mode", choices=("static", "adaptive", "pull"), default="static")
     run.add_argument("--fps", type=float, help="pace input to this many frames per second")
-    run.add_argument("--realtime", action="store_true", help="pace input to the source's own rate")
-    run.add_argument("--on-full", choices=("block", "drop-oldest", "drop-newest"), default="block",
-                     help="when every slot is busy (default block: lose nothing)")
+    run.add_argument("--realtime", action="store_true", help="pace each stream to its source's own rate")
+    run.add_argument("--on-full", choices=POLICIES, default="block",
+                     help="when every slot is busy (default block: lose nothing; latest: only "
+                     "each stream's freshest frame waits)")
+    run.add_argument("--max-age-ms", type=float, metavar="MS",
+                     help="skip (count as late) a frame older than this when a worker would take it")
+    run.add_argument("--stream-timeout", type=float, default=10.0, metavar="S",
+                     help="a stream that gives no frame for this long is reconnected (default 10)")
     run.add_argument("--frames", type=int, help="stop after this many frames")
     run.add_argument("--conf", type=float, default=0.25)
     run.add_argument("--iou", type=float, default=0.7)

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import numpy as np
 
-__all__ = ["BackendMetrics", "LatencyStats", "Metrics"]
+__all__ = ["BackendMetrics", "LatencyStats", "Metrics", "StreamMetrics"]
 
 # Histogram layout. Buckets grow by 2 %, so the geometric middle of a bucket
 # is within 1 % of every value in it; 1 us .. 1 h then takes ~1,100 buckets
@@ -133,6 +133,44 @@ class BackendMetrics:
 
 
 @dataclass
+class StreamMetrics:
+    """One stream's frames: read, delivered, dropped, late, and its latency."""
+
+    frames_read: int = 0
+    frames_published: int = 0
+    frames_ordered: int = 0
+    frames_dropped: int = 0
+    frames_late: int = 0
+    buffer_full_waits: int = 0
+    reconnects: int = 0
+    state: str = "running"
+    """running, ended, evicted or removed."""
+    end_to_end: LatencyStats = field(default_factory=LatencyStats)
+    first_ns: int = 0
+    last_ns: int = 0
+
+    @property
+    def fps(self) -> float:
+        """Delivered (ordered) frames per second between its first and last result."""
+        span = (self.last_ns - self.first_ns) / 1e9
+        return (self.frames_ordered - 1) / span if span > 0 and self.frames_ordered > 1 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "frames_read": self.frames_read,
+            "frames_published": self.frames_published,
+            "frames_ordered": self.frames_ordered,
+            "frames_dropped": self.frames_dropped,
+            "frames_late": self.frames_late,
+            "buffer_full_waits": self.buffer_full_waits,
+            "reconnects": self.reconnects,
+            "fps": self.fps,
+            "end_to_end": self.end_to_end.to_dict(),
+        }
+
+
+@dataclass
 class Metrics:
     """Figures of one pipeline run.
 
@@ -140,7 +178,8 @@ class Metrics:
     figures with :meth:`record_processed` (a worker's result arrived) and
     :meth:`record_ordered` (that result left the reorder buffer). Ordered
     frames count results only: gaps for dropped frames are in
-    ``frames_dropped``. ``end_to_end`` is ingest to ordered output.
+    ``frames_dropped``, frames skipped past their ``max_age_ms`` in
+    ``frames_late``. ``end_to_end`` is capture to ordered output, everywhere.
     """
 
     frames_generated: int = 0
@@ -148,6 +187,7 @@ class Metrics:
     frames_processed: int = 0
     frames_ordered: int = 0
     frames_dropped: int = 0
+    frames_late: int = 0
     buffer_full_waits: int = 0
     wall_time_s: float = 0.0
     manager_cpu_s: float = 0.0
@@ -158,6 +198,7 @@ class Metrics:
     end_to_end: LatencyStats = field(default_factory=LatencyStats)
     fps_timeline: list[int] = field(default_factory=list)
     """Ordered frames in each whole second since the run started (for FPS plots)."""
+    streams: dict[str, StreamMetrics] = field(default_factory=dict)
 
     def record_processed(self, backend: str, inference_s: float) -> None:
         """Count a result from ``backend`` whose inference took ``inference_s``."""
@@ -200,6 +241,7 @@ class Metrics:
             "frames_processed": self.frames_processed,
             "frames_ordered": self.frames_ordered,
             "frames_dropped": self.frames_dropped,
+            "frames_late": self.frames_late,
             "buffer_full_waits": self.buffer_full_waits,
             "wall_time_s": self.wall_time_s,
             "fps": self.fps,
@@ -211,6 +253,7 @@ class Metrics:
             "end_to_end": self.end_to_end.to_dict(),
             "backends": {name: b.to_dict() for name, b in self.backends.items()},
             "fps_timeline": list(self.fps_timeline),
+            "streams": {name: stream.to_dict() for name, stream in self.streams.items()},
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -256,7 +299,8 @@ class Metrics:
         lines = [
             f"frames     generated {self.frames_generated}  assigned {self.frames_assigned}  "
             f"processed {self.frames_processed}  ordered {self.frames_ordered}  "
-            f"dropped {self.frames_dropped}  buffer-full waits {self.buffer_full_waits}",
+            f"dropped {self.frames_dropped}  late {self.frames_late}  "
+            f"buffer-full waits {self.buffer_full_waits}",
             f"throughput {self.fps:.1f} FPS over {self.wall_time_s:.2f} s  ({ideal})",
             f"manager    {self.manager_cpu_s:.2f} s CPU  ({self.manager_cpu_pct:.1f} % of one core)",
             "",
@@ -274,6 +318,15 @@ class Metrics:
                 f"{_ms(inference.p95_s):>8}{_ms(inference.p99_s):>8}"
                 f"{_ms(end_to_end.p50_s):>10}{_ms(end_to_end.p95_s):>8}{_ms(end_to_end.p99_s):>8}"
             )
+        if len(self.streams) > 1:
+            lines += ["", f"{'stream':<12}{'state':>9}{'read':>8}{'ordered':>9}{'dropped':>9}"
+                          f"{'late':>7}{'FPS':>8}{'e2e p50':>10}{'p99':>8}   (ms)"]
+            for name, stream in self.streams.items():
+                lines.append(
+                    f"{name:<12}{stream.state:>9}{stream.frames_read:>8}{stream.frames_ordered:>9}"
+                    f"{stream.frames_dropped:>9}{stream.frames_late:>7}{stream.fps:>8.1f}"
+                    f"{_ms(stream.end_to_end.p50_s):>10}{_ms(stream.end_to_end.p99_s):>8}"
+                )
         return "\n".join(lines)
 
 

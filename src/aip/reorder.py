@@ -24,10 +24,12 @@ class Gap:
     ``reason`` is what the caller passed to :meth:`ReorderBuffer.mark_gap`
     (e.g. ``"dropped"``), ``"overflow"`` when the buffer gave up waiting for
     the frame, or ``"lost"`` when :meth:`ReorderBuffer.flush` found it missing.
+    ``stream`` names the stream it belongs to (the buffer's ``stream``).
     """
 
     frame_id: int
     reason: str
+    stream: str = ""
 
 
 class DuplicateFrameError(ValueError):
@@ -65,6 +67,7 @@ class ReorderBuffer(Generic[T]):
         first_frame_id: int = 0,
         capacity: int = 4096,
         on_overflow: Literal["raise", "gap"] = "raise",
+        stream: str = "",
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
@@ -72,6 +75,7 @@ class ReorderBuffer(Generic[T]):
             raise ValueError(f"on_overflow must be 'raise' or 'gap', got {on_overflow!r}")
         self.capacity = capacity
         self.on_overflow = on_overflow
+        self.stream = stream
         self.duplicates = 0  # rejected pushes/marks of an id already seen
         self.overflow_gaps = 0  # frames given up on because the buffer was full
         self._next = first_frame_id
@@ -94,7 +98,7 @@ class ReorderBuffer(Generic[T]):
 
     def mark_gap(self, frame_id: int, reason: str) -> None:
         """Record that ``frame_id`` will have no result (dropped or lost) and why."""
-        self._accept(frame_id, Gap(frame_id, reason))
+        self._accept(frame_id, Gap(frame_id, reason, self.stream))
 
     def release_ready(self) -> list[T | Gap]:
         """Return, and forget, everything releasable, in frame-id order."""
@@ -105,7 +109,7 @@ class ReorderBuffer(Generic[T]):
         """Release everything left, with ``Gap(frame_id, "lost")`` for every hole."""
         while self._held:
             if self._next not in self._held:
-                self._ready.append(Gap(self._next, "lost"))
+                self._ready.append(Gap(self._next, "lost", self.stream))
                 self._next += 1
             self._move_ready_run()
         return self.release_ready()
@@ -129,7 +133,7 @@ class ReorderBuffer(Generic[T]):
         self._held[frame_id] = item
         while len(self._held) > self.capacity:
             # The cursor always sits on a hole here (else the run would have moved).
-            self._ready.append(Gap(self._next, "overflow"))
+            self._ready.append(Gap(self._next, "overflow", self.stream))
             self.overflow_gaps += 1
             self._next += 1
             self._move_ready_run()

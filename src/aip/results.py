@@ -25,7 +25,7 @@ class FrameResult:
     processes compare.
 
     Attributes:
-        frame_id: the frame's position in the source, from 0.
+        frame_id: the frame's position in its stream, from 0.
         backend: display name of the backend that ran it (``"onnx"``, ...).
         worker: id of the worker process that ran it.
         detections: ``(K, 6)`` float32 ``[x1, y1, x2, y2, score, class]`` in
@@ -35,6 +35,7 @@ class FrameResult:
         t_infer_start_ns, t_infer_end_ns: around ``Backend.infer``.
         t_done_ns: the result left the reorder buffer.
         frame: the BGR frame itself, when the run keeps frames (annotated video).
+        stream: the name of the stream the frame came from.
     """
 
     frame_id: int
@@ -47,6 +48,7 @@ class FrameResult:
     t_infer_end_ns: int
     t_done_ns: int
     frame: np.ndarray | None = None
+    stream: str = ""
 
     @property
     def inference_ms(self) -> float:

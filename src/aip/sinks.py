@@ -48,11 +48,13 @@ class _SinkBase:
 class JsonLinesSink(_SinkBase):
     """One JSON object per line and frame.
 
-    A result: ``{"frame_id", "backend", "worker", "latency_ms" (capture to
+    A result: ``{"stream", "frame_id" (its position in the stream), "backend",
+    "worker", "latency_ms" (capture to
     ordered result), "inference_ms", "detections": [[x1, y1, x2, y2, score,
     class], ...]}``, plus ``"names"`` (one per detection) when
     ``class_names`` is given. Coordinates and scores are the float32 values
-    exactly (they read back bit for bit). A gap: ``{"frame_id", "dropped": reason}``.
+    exactly (they read back bit for bit). A gap: ``{"stream", "frame_id",
+    "dropped": reason}`` (reason: dropped, late, lost, ...).
 
     Lines are flushed as written, so a crash loses at most the line in progress.
     """
@@ -65,12 +67,13 @@ class JsonLinesSink(_SinkBase):
     def write(self, result: FrameResult | Gap) -> None:
         record: dict[str, Any]
         if isinstance(result, Gap):
-            record = {"frame_id": result.frame_id, "dropped": result.reason}
+            record = {"stream": result.stream, "frame_id": result.frame_id, "dropped": result.reason}
         else:
             detections = result.detections.tolist()
             for row in detections:
                 row[5] = int(row[5])
             record = {
+                "stream": result.stream,
                 "frame_id": result.frame_id,
                 "backend": result.backend,
                 "worker": result.worker,

@@ -124,6 +124,21 @@ class _Source:
         self.frames_read += 1
         return frame, captured_ns
 
+    def peek(self) -> np.ndarray | None:
+        """The next frame without taking it (for calibration), when the source holds it."""
+        first = getattr(self, "_first", None)
+        return None if first is None else first[0]
+
+    def read_into(self, out: np.ndarray) -> int | None:
+        """Read the next frame into ``out`` (an array of :attr:`shape`, e.g. a
+        frame slot in shared memory); return its capture time, or None at the end."""
+        try:
+            frame, captured_ns = next(self)
+        except StopIteration:
+            return None
+        np.copyto(out, frame)
+        return captured_ns
+
     def _conform(self, frame: np.ndarray) -> np.ndarray:
         if frame.shape != self._shape:
             if self.on_resize == "error":
@@ -172,9 +187,28 @@ class _CaptureSource(_Source):
             return first
         return self._read_capture()
 
-    def _read_capture(self) -> Frame | None:
-        ok, frame = self._capture.read()
+    def _read_capture(self, out: np.ndarray | None = None) -> Frame | None:
+        ok, frame = self._capture.read(out) if out is not None else self._capture.read()
         return (frame, time.perf_counter_ns()) if ok else None
+
+    def read_into(self, out: np.ndarray) -> int | None:
+        """Decode the next frame straight into ``out`` (FFmpeg writes into it
+        when the size matches: each frame is written once); its capture time,
+        or None at the end."""
+        if self._closed:
+            return None
+        if self._first is not None:
+            read: Frame | None = self._first
+            self._first = None
+        else:
+            read = self._read_capture(out)
+        if read is None:
+            return None
+        frame, captured_ns = read
+        if frame is not out:  # the first frame, or a size change: conform and copy
+            np.copyto(out, self._conform(frame))
+        self.frames_read += 1
+        return captured_ns
 
     def close(self) -> None:
         super().close()
@@ -265,7 +299,7 @@ class StreamSource(_CaptureSource):
             )
         self._capture = capture
 
-    def _read_with_reconnect(self) -> Frame:
+    def _read_with_reconnect(self, out: np.ndarray | None = None) -> Frame:
         for attempt in range(self.reconnect_attempts + 1):
             if attempt:
                 time.sleep(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
@@ -273,7 +307,7 @@ class StreamSource(_CaptureSource):
                 self._open()
                 self.reconnects += 1
             if self._capture.isOpened():
-                ok, frame = self._capture.read()
+                ok, frame = self._capture.read(out) if out is not None else self._capture.read()
                 if ok:
                     self._last_frame_at = time.monotonic()
                     return frame, time.perf_counter_ns()
@@ -283,8 +317,8 @@ class StreamSource(_CaptureSource):
             f"after {self.reconnect_attempts} reconnects"
         )
 
-    def _read_capture(self) -> Frame | None:
-        return self._read_with_reconnect()
+    def _read_capture(self, out: np.ndarray | None = None) -> Frame | None:
+        return self._read_with_reconnect(out)
 
 
 def _natural_key(path: Path) -> list[Any]:

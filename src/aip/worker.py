@@ -4,11 +4,14 @@ One process per backend instance, started with ``spawn``. It attaches to the
 manager's SlotTable and ResultRing by name, builds and loads its backend
 (models never cross a process boundary), then loops:
 
-    claim(hint=me) -> preprocess (zero-copy read of the slot) -> infer
-    -> postprocess -> put result record -> release(slot)
+    claim(target=me) -> read the frame header -> past its deadline? report it
+    late -> else preprocess (zero-copy read of the slot) -> infer ->
+    postprocess -> put result record -> release(slot)
 
 The result is put before the slot is released, so a frame is never
-reported free before its result exists. A worker that finds its manager
+reported free before its result exists. Frames may differ in size (many
+streams): each says its own in the header in front of its pixels
+(:mod:`aip.pipeline.frames`), and the worker keeps one preprocessor per size. A worker that finds its manager
 gone exits instead of lingering; any exception is sent to the manager as
 traceback text before the process exits non-zero.
 """
@@ -27,6 +30,7 @@ import numpy as np
 from aip.backends.base import BackendSpec, create
 
 RESULT_OK = 0
+RESULT_LATE = 1  # claimed after its deadline: skipped, not run
 
 # How long a blocked claim or put waits before checking that the manager
 # still exists: the bound on how long an orphaned worker can linger.
@@ -37,12 +41,14 @@ def result_dtype(max_detections: int) -> np.dtype[Any]:
     """The fixed-size record a worker sends for each frame."""
     return np.dtype(
         [
-            ("frame_id", "<u8"),
+            ("frame_id", "<u8"),  # the slot's frame id: unique over the pipeline's life
             ("worker", "<u4"),
-            ("status", "<u4"),
+            ("status", "<u4"),  # RESULT_OK or RESULT_LATE
             ("n_detections", "<u4"),
-            ("_pad", "<u4"),
-            ("t_publish_ns", "<i8"),  # the manager published the frame (ingest)
+            ("stream", "<u4"),  # from the frame's header
+            ("stream_frame_id", "<u8"),
+            ("t_capture_ns", "<i8"),
+            ("t_publish_ns", "<i8"),  # the frame was published into its slot (ingest)
             ("t_claim_ns", "<i8"),  # this worker claimed it
             ("t_infer_start_ns", "<i8"),  # preprocessing starts
             ("t_infer_end_ns", "<i8"),  # postprocessing done
@@ -59,7 +65,7 @@ class WorkerConfig:
     spec: BackendSpec
     table_name: str
     ring_name: str
-    frame_shape: tuple[int, int, int]
+    max_frame_shape: tuple[int, int, int]
     max_detections: int = 100
     conf: float = 0.25
     iou: float = 0.7
@@ -82,22 +88,22 @@ def worker_main(config: WorkerConfig, events: Any) -> None:
 
 
 def run_worker(config: WorkerConfig, events: Any) -> None:
-    from aip.ring import Closed, ResultRing, SlotStateError, SlotTable, slot_arrays
+    from aip.pipeline.frames import SlotFrames
+    from aip.ring import Closed, ResultRing, SlotStateError, SlotTable
 
     parent = os.getppid()
     table = SlotTable.attach(config.table_name)
     ring = ResultRing.attach(config.ring_name)
     backend = create(config.spec)
     backend.load()
-    frames = slot_arrays(table, config.frame_shape)
+    frames = SlotFrames(table, config.max_frame_shape)
     infer_frame = _inference(backend, config)
     # One frame through the whole path before reporting ready: the first call
     # compiles (or loads from cache) the Numba kernels, up to a second or so
     # that must not land on a real frame's latency.
-    infer_frame(np.zeros(config.frame_shape, np.uint8))
+    infer_frame(np.zeros(config.max_frame_shape, np.uint8))
     record = np.zeros((), result_dtype(config.max_detections))
     record["worker"] = config.worker_id
-    record["status"] = RESULT_OK
     events.put(("ready", config.worker_id, backend.device))
     try:
         while True:
@@ -110,16 +116,26 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
             except Closed:
                 return
             start = time.perf_counter_ns()
-            detections = infer_frame(frames[slot])
-            n = min(len(detections), config.max_detections)
+            header, image = frames.frame(slot)
+            deadline = int(header["deadline_ns"][0])
+            if deadline and start > deadline:
+                record["status"] = RESULT_LATE
+                n = 0
+            else:
+                record["status"] = RESULT_OK
+                detections = infer_frame(image)
+                n = min(len(detections), config.max_detections)
+                record["detections"][:n] = detections[:n]
             info = table.slot_info(slot)
             record["frame_id"] = info["frame_id"]
+            record["stream"] = header["stream"][0]
+            record["stream_frame_id"] = header["stream_frame_id"][0]
+            record["t_capture_ns"] = header["t_capture_ns"][0]
             record["t_publish_ns"] = info["t_publish_ns"]
             record["t_claim_ns"] = info["t_claim_ns"]
             record["t_infer_start_ns"] = start
             record["t_infer_end_ns"] = time.perf_counter_ns()
             record["n_detections"] = n
-            record["detections"][:n] = detections[:n]
             _put(ring, record.tobytes(), parent)
             try:
                 table.release(slot, config.worker_id)
@@ -128,7 +144,7 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
     except Closed:
         return
     finally:
-        del frames
+        frames.release()
         backend.close()
         ring.close()
         table.close()
@@ -160,10 +176,14 @@ def _inference(backend: Any, config: WorkerConfig) -> Any:
     from aip.postprocess import postprocess
     from aip.preprocess import Preprocessor
 
-    preprocessor = Preprocessor(config.frame_shape, backend.input_hw, backend.input_dtype)
-    frame_hw = config.frame_shape[:2]
+    preprocessors: dict[tuple[int, int], Preprocessor] = {}  # one per frame size seen
 
     def run_model(frame: np.ndarray) -> np.ndarray:
+        frame_hw = (int(frame.shape[0]), int(frame.shape[1]))
+        preprocessor = preprocessors.get(frame_hw)
+        if preprocessor is None:
+            preprocessor = preprocessors[frame_hw] = Preprocessor(
+                (*frame_hw, 3), backend.input_hw, backend.input_dtype)
         tensor = preprocessor(frame)
         raw = backend.infer(tensor)
         return postprocess(

@@ -12,6 +12,7 @@ import pytest
 
 from aip.backends import BackendSpec, BackendUnavailable
 from aip.manager import Pipeline
+from aip.pipeline import StreamError
 from aip.reorder import Gap
 from aip.results import FrameResult
 
@@ -94,7 +95,7 @@ def test_killed_worker_frames_are_redone_and_its_weight_dropped() -> None:
         for result in pipeline.run(frames(1500)):
             out.append(result)
             if len(out) == 300:
-                victim = pipeline._workers[2].process
+                victim = pipeline.pool.workers[2].process
                 os.kill(victim.pid, signal.SIGKILL)
         scheduler = pipeline.scheduler
         metrics = pipeline.metrics
@@ -127,14 +128,19 @@ def test_bad_options_are_clear_errors(kwargs: dict[str, Any], match: str) -> Non
         Pipeline([sim(0.001)], **kwargs)
 
 
-def test_frame_shape_change_is_refused_and_cleaned_up() -> None:
+def test_frames_of_other_sizes_are_fine_up_to_the_slots_size() -> None:
     def changing() -> Iterator[np.ndarray]:
         yield np.zeros(SMALL, np.uint8)
-        yield np.zeros((4, 4, 3), np.uint8)
+        yield np.zeros((4, 6, 3), np.uint8)  # smaller: fits its slot, says its size
+        yield np.zeros((16, 16, 3), np.uint8)  # larger than the slots: the stream fails
 
     with Pipeline([sim(0.001)]) as pipeline:
-        with pytest.raises(ValueError, match="resize it in the source"):
-            list(pipeline.run(changing()))
+        out: list[Any] = []
+        with pytest.raises(StreamError, match="larger than the pipeline's slots.*max_frame_shape"):
+            for result in pipeline.run(changing()):
+                out.append(result)
+        assert [r.frame_id for r in out] == [0, 1]  # what was read is delivered first
+        assert pipeline.events[-1].kind == "evicted"
     assert_no_children_left()
 
 
@@ -175,8 +181,8 @@ if __name__ == "__main__":
     frames = (np.zeros((8, 8, 3), np.uint8) for _ in range(10_000))
     for i, result in enumerate(pipeline.run(frames)):
         if i == 20:
-            print(" ".join(str(w.process.pid) for w in pipeline._workers), flush=True)
-            print(pipeline._table.name, pipeline._ring.name, flush=True)
+            print(" ".join(str(w.process.pid) for w in pipeline.pool.workers), flush=True)
+            print(pipeline.pool.table.name, pipeline.pool.ring.name, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
 """
 
@@ -209,8 +215,8 @@ def test_killed_manager_leaves_no_orphan_worker_or_segment(tmp_path: Any) -> Non
     assert not any(os.path.exists(f"/dev/shm/{n}") for n in names), "segments leaked"
 
 
-class _InterruptingScheduler:
-    """A scheduler that raises Ctrl-C while the manager holds a slot for writing."""
+class _FailingScheduler:
+    """A scheduler that fails while a reader holds a slot for writing."""
 
     def __init__(self, inner: Any, at_frame: int) -> None:
         self._inner = inner
@@ -221,23 +227,23 @@ class _InterruptingScheduler:
 
     def next_hint(self, frame_id: int) -> int:
         if frame_id == self._at_frame:
-            raise KeyboardInterrupt
+            raise RuntimeError("boom")
         return int(self._inner.next_hint(frame_id))
 
 
-def test_an_interrupt_between_acquire_and_publish_hands_the_slot_back(
+def test_a_failure_between_acquire_and_publish_hands_the_slot_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import aip.manager
+    import aip.pipeline
 
-    real = aip.manager.make_scheduler
+    real = aip.pipeline.make_scheduler
     monkeypatch.setattr(
-        aip.manager, "make_scheduler",
-        lambda *args, **kwargs: _InterruptingScheduler(real(*args, **kwargs), at_frame=5),
+        aip.pipeline, "make_scheduler",
+        lambda *args, **kwargs: _FailingScheduler(real(*args, **kwargs), at_frame=5),
     )
     with Pipeline([sim(0.001)], mode="pull", n_slots=4) as pipeline:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(StreamError, match="boom"):
             list(pipeline.run(frames(20)))
-        counts = pipeline._table.counts()  # noqa: SLF001 - the state under test
-    assert counts["WRITING"] == 0, counts
+        counts = pipeline.pool.table.counts()
+    assert counts["WRITING"] == 0 and counts["READY"] == 0, counts
     assert_no_children_left()

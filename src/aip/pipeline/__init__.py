@@ -1,0 +1,494 @@
+"""The pipeline: many streams in, ordered detections out, across every backend.
+
+  stream A reader --decode into slot--\\
+  stream B reader --decode into slot---> SlotTable --claim--> workers --> ResultRing
+  stream C reader (reconnecting) ...--/     ^  target = scheduler's pick     |
+                                            |                                 v
+                            Pipeline (facade) -- RunLoop: gaps, collect, reorder per stream,
+                                                 release, health (WorkerPool, streams)
+
+Three parts, each readable alone, the way CPython keeps the executor, its
+manager thread and the worker function apart in concurrent/futures:
+
+- :class:`~aip.pipeline.pool.WorkerPool`: the shared memory and the worker
+  processes, their start, health, stalls and reclaimed frames;
+- :class:`~aip.pipeline.streams.Stream`: a reader thread per source with its
+  own ids, order, FPS cap, on-full policy, max age, reconnects and eviction;
+- :class:`~aip.pipeline.loop.RunLoop`: collect, reorder per stream, release,
+  health. Calibration drives the pool through the same loop.
+
+:class:`Pipeline` is the small facade over them.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aip.backends.base import BackendSpec, BackendUnavailable, check_available
+from aip.calibrate import CalibrationKey, CalibrationResult, calibrate
+from aip.metrics import Metrics
+from aip.pipeline.frames import check_frame_shape
+from aip.pipeline.loop import RunLoop
+from aip.pipeline.pool import WorkerError, WorkerPool, default_slots
+from aip.pipeline.streams import (
+    POLICIES,
+    Hints,
+    Stream,
+    StreamError,
+    StreamEvent,
+    StreamOptions,
+    new_frame_ids,
+)
+from aip.reorder import Gap
+from aip.results import FrameResult
+from aip.scheduler import SCHEDULER_MODES, Scheduler, make_scheduler
+
+log = logging.getLogger("aip.pipeline")
+
+__all__ = [
+    "POLICIES", "Pipeline", "StreamError", "StreamEvent", "WorkerError", "BackendUnavailable",
+]
+
+# The internal stream calibration feeds (never a user's stream index).
+_CALIBRATION_STREAM = 0xFFFFFFFF
+
+
+def _unique_labels(specs: Sequence[BackendSpec]) -> list[str]:
+    names = [spec.display_name for spec in specs]
+    return [
+        f"{name}#{names[:i].count(name)}" if names.count(name) > 1 else name
+        for i, name in enumerate(names)
+    ]
+
+
+def _is_spec(item: Any) -> bool:
+    return isinstance(item, (str, Path, int)) and not isinstance(item, bool)
+
+
+def _is_one_source(sources: Any) -> bool:
+    """A source of frames, rather than a list of sources."""
+    if not isinstance(sources, (list, tuple)):
+        return True
+    return any(isinstance(item, np.ndarray) or (isinstance(item, tuple) and len(item) == 2
+                                                and isinstance(item[0], np.ndarray))
+               for item in sources)
+
+
+class Pipeline:
+    """Frames of one or many streams in; detections out, in order per stream.
+
+    >>> specs = [BackendSpec("onnx", {"threads": 1}), BackendSpec("cpu", {"threads": 1})]
+    >>> with Pipeline(specs, mode="static") as pipeline:
+    ...     pipeline.calibrate()
+    ...     for result in pipeline.run(["cam1.mp4", "rtsp://camera/2"]):
+    ...         print(result.stream, result.frame_id, result.detections)
+
+    A source is a video file, folder, camera index or stream URL (then the
+    pipeline can reopen it when it fails), an open :class:`~aip.sources.FrameSource`,
+    or any iterable of BGR uint8 frames (or ``(frame, capture_ns)`` pairs).
+    ``run(source)`` takes one; ``run([a, b, ...])`` many; ``add_stream`` and
+    ``remove_stream`` change them while a run goes on.
+
+    ``mode`` is ``static`` (calibrated weighted cycle), ``adaptive`` (the
+    cycle re-weighted from measured service times) or ``pull`` (any idle
+    worker takes the next frame). ``on_full`` (the default policy of a
+    stream) is what happens to a new frame when every slot is busy:
+    ``block``, ``drop-oldest``, ``drop-newest`` or ``latest``; ``target_fps``
+    and ``max_age_ms`` are the default FPS cap and age limit of a stream.
+    Dropped and late frames come out as :class:`~aip.reorder.Gap` in their
+    place. A stream that fails is reopened with back-off when it can be, and
+    evicted after ``max_reconnects`` failures in a row; the others go on,
+    and :class:`StreamError` is raised once everything else was delivered.
+
+    A worker that dies has its frames reclaimed and done by the others; one
+    that holds a frame longer than ``stall_timeout_s`` is killed and treated
+    the same. Workers exit on their own when the manager process disappears.
+    """
+
+    def __init__(
+        self,
+        backends: Sequence[BackendSpec],
+        *,
+        mode: str = "static",
+        weights: Sequence[int] | None = None,
+        target_fps: float | None = None,
+        on_full: str = "block",
+        max_age_ms: float | None = None,
+        n_slots: int | None = None,
+        max_frame_shape: tuple[int, int, int] | None = None,
+        max_detections: int = 100,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        seed: int = 0,
+        keep_frames: bool = False,
+        start_timeout_s: float = 600.0,
+        stall_timeout_s: float = 60.0,
+        stream_timeout_s: float = 10.0,
+        max_reconnects: int = 3,
+        reconnect_backoff_s: float = 0.5,
+        on_event: Callable[[StreamEvent], None] | None = None,
+    ) -> None:
+        if not backends:
+            raise ValueError("a Pipeline needs at least one backend")
+        if mode not in SCHEDULER_MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(SCHEDULER_MODES)}")
+        if weights is not None and len(weights) != len(backends):
+            raise ValueError(f"{len(weights)} weights for {len(backends)} backends")
+        if on_full not in POLICIES:
+            raise ValueError(f"unknown on_full {on_full!r}; choose one of {', '.join(POLICIES)}")
+        if target_fps is not None and target_fps <= 0:
+            raise ValueError("target_fps must be > 0")
+        self.defaults = StreamOptions(fps=target_fps, policy=on_full, max_age_ms=max_age_ms)
+        for spec in backends:
+            check_available(spec)  # BackendUnavailable, with the reason, before anything starts
+        self.labels = _unique_labels(backends)
+        self.mode = mode
+        self.weights = list(weights) if weights is not None else [1] * len(backends)
+        self.seed = seed
+        self.keep_frames = keep_frames
+        self.max_frame_shape = check_frame_shape(max_frame_shape) if max_frame_shape else None
+        self.stream_timeout_s = stream_timeout_s
+        self.max_reconnects = max_reconnects
+        self.reconnect_backoff_s = reconnect_backoff_s
+        self.on_event = on_event
+        self.pool = WorkerPool(
+            backends, self.labels, n_slots=n_slots or default_slots(len(backends)),
+            max_detections=max_detections, conf=conf, iou=iou,
+            start_timeout_s=start_timeout_s, stall_timeout_s=stall_timeout_s)
+        self.calibration: CalibrationResult | None = None
+        self.metrics = Metrics()
+        self.events: list[StreamEvent] = []
+        self.scheduler: Scheduler | None = None  # of the current or last run
+        self._ids = new_frame_ids(0)
+        self._stream_count = 0
+        self._streams: dict[int, Stream] = {}  # of the current run
+        self._waiting_streams: list[Stream] = []  # added before a run
+        self._hints: Hints | None = None
+        self._running = False
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def specs(self) -> list[BackendSpec]:
+        return self.pool.specs
+
+    @property
+    def on_full(self) -> str:
+        return self.defaults.policy
+
+    @property
+    def target_fps(self) -> float | None:
+        return self.defaults.fps
+
+    @property
+    def n_slots(self) -> int:
+        return self.pool.n_slots
+
+    @property
+    def started(self) -> bool:
+        return self.pool.started
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self, max_frame_shape: tuple[int, int, int]) -> None:
+        """Create the shared memory for frames up to ``max_frame_shape`` and
+        start (and load) every worker. ``run`` does it on its own."""
+        shape = check_frame_shape(tuple(max_frame_shape))
+        if self.pool.started:
+            assert self.pool.max_frame_shape is not None
+            if shape[0] > self.pool.max_frame_shape[0] or shape[1] > self.pool.max_frame_shape[1]:
+                raise ValueError(f"frames are {shape}, the pipeline was started for frames up to "
+                                 f"{self.pool.max_frame_shape}: pass max_frame_shape")
+            return
+        if self.max_frame_shape is not None:
+            shape = (max(shape[0], self.max_frame_shape[0]), max(shape[1], self.max_frame_shape[1]), 3)
+        self.pool.start(shape)
+
+    def close(self) -> None:
+        """Stop the streams and the workers, remove the shared memory. Idempotent."""
+        for stream in list(self._streams.values()) + self._waiting_streams:
+            stream.stop()
+        self.pool.close()
+
+    # ---- streams --------------------------------------------------------------------------
+
+    def add_stream(
+        self,
+        source: Any,
+        name: str | None = None,
+        *,
+        fps: float | None = None,
+        policy: str | None = None,
+        max_age_ms: float | None = None,
+        max_frames: int | None = None,
+        reopen: str | int | Path | None = None,
+    ) -> str:
+        """Add a stream, to the run going on (it starts at once) or to the next.
+
+        Options default to the pipeline's (``target_fps``, ``on_full``,
+        ``max_age_ms``). ``reopen`` is how to open the source again when it
+        fails (a path, URL or camera index: the default when ``source`` is
+        one). Returns the stream's name (``s0``, ``s1``, ... unless given).
+        """
+        options = StreamOptions(
+            fps=fps if fps is not None else self.defaults.fps,
+            policy=policy if policy is not None else self.defaults.policy,
+            max_age_ms=max_age_ms if max_age_ms is not None else self.defaults.max_age_ms,
+            max_frames=max_frames,
+        )
+        stream = self._make_stream(source, name, options, reopen)
+        with self._lock:  # a run may be starting in another thread
+            if self._running:
+                self._streams[stream.index] = stream
+                if self._hints is not None:  # the run's streams have started: join them
+                    stream.start(self.pool, self._hints, self._ids)
+            else:
+                self._waiting_streams.append(stream)
+        return stream.name
+
+    def remove_stream(self, name: str) -> None:
+        """Stop reading a stream; its frames in flight are still delivered."""
+        for stream in list(self._streams.values()) + self._waiting_streams:
+            if stream.name == name:
+                stream.stop()
+                stream.metrics.state = "removed"
+                if stream in self._waiting_streams:
+                    self._waiting_streams.remove(stream)
+                self._emit(StreamEvent(name, "removed", "removed by the caller"))
+                return
+        raise KeyError(f"no stream named {name!r}")
+
+    def stop(self) -> None:
+        """End a run started with ``until_stopped=True`` once its streams are done."""
+        self._stop.set()
+
+    def _make_stream(self, source: Any, name: str | None, options: StreamOptions,
+                     reopen: str | int | Path | None) -> Stream:
+        from aip.sources import open_source
+
+        index = self._stream_count
+        name = name if name is not None else f"s{index}"
+        if any(s.name == name for s in list(self._streams.values()) + self._waiting_streams):
+            raise ValueError(f"a stream named {name!r} exists already")
+        spec = source if _is_spec(source) else reopen
+        first = None
+        if _is_spec(source):
+            source = open_source(source)  # FileNotFoundError & co. at once, before the run
+        elif not hasattr(source, "read_into"):
+            iterator = iter(source)
+            item = next(iterator, None)
+            if item is not None:
+                first = item if isinstance(item, tuple) else (item, time.perf_counter_ns())
+            source = iterator
+        self._stream_count += 1
+        return Stream(
+            name, index, source, options, spec=spec, opener=open_source if spec is not None else None,
+            first=first, keep_frames=self.keep_frames, max_reconnects=self.max_reconnects,
+            reconnect_backoff_s=self.reconnect_backoff_s,
+        )
+
+    def _emit(self, event: StreamEvent) -> None:
+        self.events.append(event)
+        log.info("stream %s %s: %s", event.stream, event.kind, event.message)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    # ---- the run ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        sources: Any = None,
+        *,
+        max_frames: int | None = None,
+        until_stopped: bool = False,
+    ) -> Iterator[FrameResult | Gap]:
+        """Read every stream; yield results (and gaps) in order per stream.
+
+        ``sources`` is one source or a list of them (see the class); streams
+        added with :meth:`add_stream` join in. ``max_frames`` caps each
+        stream. The run ends when every stream has ended and its frames are
+        delivered, or, with ``until_stopped``, once :meth:`stop` was called.
+        Raises :class:`StreamError` at the end if a stream was evicted.
+        """
+        if sources is not None:
+            for source in ([sources] if _is_one_source(sources) else list(sources)):
+                self.add_stream(source, max_frames=max_frames)
+        with self._lock:
+            if self._running:
+                raise RuntimeError("a run is going on already: add streams to it with add_stream")
+            streams, self._waiting_streams = self._waiting_streams, []
+            self._streams = {stream.index: stream for stream in streams}
+            self._running = bool(streams) or until_stopped
+        if not self._running:
+            return
+        metrics = self.metrics = Metrics(
+            ideal_fps=self.calibration.ideal_fps if self.calibration else None)
+        loop: RunLoop | None = None
+        cpu_start = time.process_time()
+        complete = False
+        try:
+            self.start(self._shape_for(streams))
+            scheduler = self.scheduler = make_scheduler(self.mode, self.weights, self.seed)
+            hints = Hints(scheduler)
+            for worker in self.pool.workers:
+                if not worker.alive:
+                    hints.mark_dead(worker.index)
+            metrics.ideal_fps = self.calibration.ideal_fps if self.calibration else None
+            loop = RunLoop(self.pool, self._streams, hints, metrics,
+                           stream_timeout_s=self.stream_timeout_s, on_event=self._emit,
+                           keep_running=lambda: until_stopped and not self._stop.is_set())
+            with self._lock:
+                self._hints = hints
+                for stream in list(self._streams.values()):
+                    stream.start(self.pool, hints, self._ids)
+            yield from loop.results()
+            complete = True
+        finally:
+            with self._lock:
+                self._running = False
+                self._hints = None
+            self._stop.clear()
+            if loop is not None and not complete:
+                loop.finish()
+            for stream in self._streams.values():
+                stream.stop()
+                metrics.streams[stream.name] = stream.metrics
+                metrics.frames_generated += stream.metrics.frames_read
+                metrics.frames_assigned += stream.metrics.frames_published
+                metrics.buffer_full_waits += stream.metrics.buffer_full_waits
+            if loop is not None:
+                metrics.wall_time_s = (time.perf_counter_ns() - loop.start_ns) / 1e9
+                loop.take_gaps()  # the last events
+            metrics.manager_cpu_s = time.process_time() - cpu_start
+        failures = [s.failure for s in self._streams.values() if s.failure is not None]
+        if failures:
+            raise StreamError(failures)
+
+    def _shape_for(self, streams: list[Stream]) -> tuple[int, int, int]:
+        """Slots big enough for every stream's frames."""
+        height, width = 1, 1
+        for stream in streams:
+            shape = stream.frame_shape()
+            if shape is not None:
+                height, width = max(height, shape[0]), max(width, shape[1])
+        if self.pool.started:
+            assert self.pool.max_frame_shape is not None
+            return self.pool.max_frame_shape
+        if self.max_frame_shape is None and height == width == 1:
+            return (480, 640, 3)
+        return (height, width, 3)
+
+    # ---- calibration -------------------------------------------------------------------------
+
+    def calibrate(
+        self,
+        frame: np.ndarray | None = None,
+        *,
+        seconds: float = 2.0,
+        warmup_frames: int = 2,
+        refresh: bool = False,
+        cache_path: Any = None,
+        model: str | None = None,
+    ) -> CalibrationResult:
+        """Measure each backend alone and all together; set integer weights.
+
+        Throughput is measured on ``frame`` (default: a random 640x480 frame,
+        or the slots' shape), ``warmup_frames`` per worker first, then for
+        ``seconds`` per phase, through the same run loop as a real run. Weights
+        come from the together figures (the backends share memory bandwidth
+        and power in production too). The result is cached by model, backends,
+        input size and machine; pass ``refresh=True`` to measure again.
+        """
+        if frame is None:
+            shape = self.pool.max_frame_shape or self.max_frame_shape or (480, 640, 3)
+            frame = np.random.default_rng(self.seed).integers(0, 256, shape, dtype=np.uint8)
+        self.start(frame.shape)
+        key = CalibrationKey(
+            model=model or _model_name(self.specs),
+            backends=frozenset(f"{label}={spec.options}" for label, spec in zip(self.labels, self.specs)),
+            input_size=(int(frame.shape[0]), int(frame.shape[1])),
+        )
+        by_label = {f"{label}={spec.options}": i for i, (label, spec) in enumerate(zip(self.labels, self.specs))}
+
+        def alone(name: str) -> float:
+            return self._throughput(frame, [by_label[name]], seconds, warmup_frames)[by_label[name]]
+
+        def together() -> dict[str, float]:
+            rates = self._throughput(frame, list(range(len(self.specs))), seconds, warmup_frames)
+            return {name: rates[i] for name, i in by_label.items()}
+
+        path = Path(cache_path) if cache_path is not None else None
+        result = calibrate(key, alone, together, path=path, refresh=refresh)
+        self.calibration = result
+        self.weights = [max(int(result.weights.get(name, 0)), 0) for name in by_label]
+        return result
+
+    def _throughput(self, frame: np.ndarray, workers: list[int], seconds: float,
+                    warmup_frames: int) -> dict[int, float]:
+        """Frames/s of each of ``workers`` kept busy together (pull among them),
+        fed by a stream that repeats ``frame``, through the run loop."""
+        alive = [w for w in workers if self.pool.workers[w].alive]
+        hints = Hints(_Targets(alive))
+        stream = Stream("calibration", _CALIBRATION_STREAM, itertools.repeat(frame),
+                        StreamOptions(policy="block"), spec=None, opener=None,
+                        first=(frame, time.perf_counter_ns()), keep_frames=False,
+                        max_reconnects=0, reconnect_backoff_s=0.0)
+        loop = RunLoop(self.pool, {stream.index: stream}, hints, Metrics(),
+                       stream_timeout_s=self.stream_timeout_s, on_event=lambda event: None)
+        counts = dict.fromkeys(workers, 0)
+        warm = dict.fromkeys(alive, 0)
+        started_ns = 0
+        stream.start(self.pool, hints, self._ids)
+        try:
+            for result in loop.results():
+                if not isinstance(result, FrameResult):
+                    continue
+                if warm.get(result.worker, warmup_frames) < warmup_frames:
+                    warm[result.worker] += 1
+                    if not started_ns and min(warm.values()) >= warmup_frames:
+                        started_ns = time.perf_counter_ns()
+                elif started_ns and result.t_infer_end_ns > started_ns:
+                    counts[result.worker] += 1
+                if started_ns and time.perf_counter_ns() - started_ns >= seconds * 1e9:
+                    break
+        finally:
+            elapsed = (time.perf_counter_ns() - started_ns) / 1e9 if started_ns else 0.0
+            loop.finish()
+        return {worker: count / elapsed if elapsed > 0 else 0.0 for worker, count in counts.items()}
+
+
+class _Targets:
+    """A scheduler for calibration: one worker alone, or any of several."""
+
+    def __init__(self, workers: list[int]) -> None:
+        from aip.ring import HINT_ANY
+
+        self._target = workers[0] if len(workers) == 1 else HINT_ANY
+
+    def next_hint(self, frame_id: int) -> int:
+        return int(self._target)
+
+    def observe(self, backend: int, service_time_s: float) -> None:
+        pass
+
+    def mark_dead(self, backend: int) -> None:
+        pass
+
+
+def _model_name(specs: Sequence[BackendSpec]) -> str:
+    models = {str(spec.options.get("model", spec.name)) for spec in specs}
+    return ",".join(sorted(models))
+

@@ -1,0 +1,211 @@
+"""The run loop: collect results, put each stream back in order, watch health.
+
+One thread, the caller's (``Pipeline.run`` is a generator). Each pass:
+
+    gaps      drain each stream's gaps (dropped frames) into its reorder buffer
+    collect   take the workers' records from the ResultRing (sleeping on it
+              when there is nothing: a record wakes the loop at once)
+    release   hand on, per stream, whatever is now in order
+    health    every HEALTH_CHECK_S: dead or stalled workers (the pool), hung
+              or finished streams
+
+Ingest is not here: each stream's reader thread publishes its own frames
+(:mod:`aip.pipeline.streams`), so nothing a source does can stall this
+loop, and this loop never blocks on anything but the ResultRing. The
+workers put a result before they free its slot, so a reader waiting for a
+slot waits on the workers, which this loop keeps draining: no deadlock.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from aip.metrics import Metrics, StreamMetrics
+from aip.pipeline.streams import Hints, Stream, StreamEvent
+from aip.reorder import DuplicateFrameError, Gap
+from aip.results import FrameResult
+from aip.worker import RESULT_LATE
+
+# Longest the loop sleeps waiting for results before it looks at the
+# workers, the streams and the clock again. Short enough to notice a dead
+# worker or a finished stream quickly, long enough that idling costs nothing.
+IDLE_WAIT_S = 0.05
+HEALTH_CHECK_S = 0.1
+# How long a finished stream may wait for frames that no slot holds before
+# they count as lost: longer than a result takes from the ring to the loop.
+LOST_AFTER_S = 1.0
+
+
+class RunLoop:
+    """Drives one run over the streams registered in ``streams`` (the list
+    may grow while it runs: ``Pipeline.add_stream``)."""
+
+    def __init__(
+        self,
+        pool: Any,
+        streams: dict[int, Stream],
+        hints: Hints,
+        metrics: Metrics,
+        *,
+        stream_timeout_s: float,
+        on_event: Callable[[StreamEvent], None],
+        keep_running: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.pool = pool
+        self.streams = streams
+        self.hints = hints
+        self.metrics = metrics
+        self.stream_timeout_s = stream_timeout_s
+        self.on_event = on_event
+        self.keep_running = keep_running  # True: do not end when every stream is complete
+        self.start_ns = time.perf_counter_ns()
+        self._next_health = 0.0
+
+    # ---- one pass ------------------------------------------------------------------
+
+    def results(self) -> Iterator[FrameResult | Gap]:
+        """Ordered results of every stream until each stream is complete."""
+        while True:
+            self.take_gaps()
+            self.collect(0)
+            yield from self.release()
+            if time.monotonic() >= self._next_health:
+                self.check_health()
+                self._next_health = time.monotonic() + HEALTH_CHECK_S
+            if self.done():
+                self.take_gaps()
+                yield from self.release()
+                if self.done():
+                    return
+            self.collect(IDLE_WAIT_S)
+            self.take_gaps()
+            yield from self.release()
+
+    def done(self) -> bool:
+        return not self.keep_running() and all(s.complete for s in self.streams.values())
+
+    def take_gaps(self) -> None:
+        """Gaps first: a stream queues a gap before it publishes the frame after it."""
+        for stream in list(self.streams.values()):
+            while stream.gaps:
+                frame_id, reason = stream.gaps.popleft()
+                self._push(stream, frame_id, None, reason)
+            while stream.events:
+                self.on_event(stream.events.popleft())
+
+    def collect(self, timeout: float) -> int:
+        """Take the workers' records into the streams' reorder buffers."""
+        records = self.pool.receive(timeout)
+        for record in records:
+            stream = self.streams.get(int(record["stream"]))
+            if stream is None:
+                continue  # a removed stream's last frames
+            worker = int(record["worker"])
+            frame_id = int(record["stream_frame_id"])
+            label = self.pool.labels[worker]
+            if int(record["status"]) == RESULT_LATE:
+                self._push(stream, frame_id, None, "late")
+                continue
+            inference_s = (int(record["t_infer_end_ns"]) - int(record["t_infer_start_ns"])) / 1e9
+            self.metrics.record_processed(label, inference_s)
+            self.hints.observe(worker, inference_s)
+            n = int(record["n_detections"])
+            self._push(stream, frame_id, FrameResult(
+                frame_id=frame_id, backend=label, worker=worker,
+                detections=record["detections"][:n].copy(),
+                t_capture_ns=int(record["t_capture_ns"]), t_ingest_ns=int(record["t_publish_ns"]),
+                t_infer_start_ns=int(record["t_infer_start_ns"]),
+                t_infer_end_ns=int(record["t_infer_end_ns"]), t_done_ns=0,
+                frame=stream.kept.pop(frame_id, None), stream=stream.name,
+            ), "")
+        return len(records)
+
+    def _push(self, stream: Stream, frame_id: int, result: FrameResult | None, reason: str) -> None:
+        try:
+            if result is None:
+                stream.reorder.mark_gap(frame_id, reason)
+                if reason == "late":
+                    stream.metrics.frames_late += 1
+                    self.metrics.frames_late += 1
+                    stream.kept.pop(frame_id, None)
+                else:
+                    self.metrics.frames_dropped += 1
+                    stream.metrics.frames_dropped += reason == "lost"  # the reader counted its own
+            else:
+                stream.reorder.push(frame_id, result)
+        except DuplicateFrameError:
+            pass  # a reclaimed frame done twice: the first result counts
+
+    def release(self) -> Iterator[FrameResult | Gap]:
+        now = time.perf_counter_ns()
+        elapsed_s = (now - self.start_ns) / 1e9
+        for stream in list(self.streams.values()):
+            for item in stream.reorder.release_ready():
+                if isinstance(item, FrameResult):
+                    done = dataclasses.replace(item, t_done_ns=now)
+                    # End to end is capture -> ordered result, here and everywhere.
+                    latency_s = (now - done.t_capture_ns) / 1e9
+                    self.metrics.record_ordered(done.backend, latency_s, elapsed_s)
+                    _record_stream(stream.metrics, latency_s, now)
+                    yield done
+                else:
+                    yield item
+
+    def check_health(self) -> None:
+        self.pool.check(self.hints.mark_dead)
+        now = time.monotonic()
+        held = None
+        for stream in list(self.streams.values()):
+            waited = stream.stalled_for(now)
+            if waited > self.stream_timeout_s:
+                stream.restart_stalled(waited)
+            if stream.finished and not stream.complete:
+                held = self._streams_in_slots() if held is None else held
+                self._give_up_on_missing(stream, stream.index in held, now)
+
+    def _streams_in_slots(self) -> set[int]:
+        """Streams with a frame in a slot: published, in a worker's hands, or being written."""
+        table, frames = self.pool.table, self.pool.frames
+        return {int(frames.headers[slot]["stream"][0]) for slot in range(table.n_slots)
+                if table.state(slot) != 0}
+
+    def _give_up_on_missing(self, stream: Stream, in_slots: bool, now: float) -> None:
+        """A finished stream still waits for frames no slot holds: if that lasts
+        (a result may be on its way through the ring), they are lost."""
+        if in_slots:
+            stream.missing_since = None
+            return
+        if stream.missing_since is None:
+            stream.missing_since = now
+        elif now - stream.missing_since > LOST_AFTER_S:
+            for frame_id in range(stream.reorder.next_frame_id, stream.issued):
+                self._push(stream, frame_id, None, "lost")
+
+    # ---- the end ---------------------------------------------------------------------
+
+    def finish(self, timeout_s: float = 30.0) -> None:
+        """After an early stop: let the frames in flight finish, so that the
+        next run starts with every slot free."""
+        for stream in self.streams.values():
+            stream.stop()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.take_gaps()
+            self.collect(IDLE_WAIT_S)
+            for stream in self.streams.values():
+                stream.reorder.release_ready()
+            counts = self.pool.table.counts()
+            if counts["READY"] + counts["READING"] + counts["WRITING"] == 0 and all(
+                    s.join(0) for s in self.streams.values()):
+                return
+            self.pool.check(self.hints.mark_dead)
+
+
+def _record_stream(metrics: StreamMetrics, latency_s: float, now_ns: int) -> None:
+    metrics.frames_ordered += 1
+    metrics.end_to_end.record(latency_s)
+    if not metrics.first_ns:
+        metrics.first_ns = now_ns
+    metrics.last_ns = now_ns

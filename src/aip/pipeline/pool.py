@@ -1,0 +1,246 @@
+"""The worker pool: the shared memory, one process per backend, their health.
+
+Knows workers and slots, nothing of streams. The run loop asks it for
+results (:meth:`WorkerPool.receive`) and to look after the workers
+(:meth:`WorkerPool.check`): a worker that died has its frames reclaimed and
+re-targeted to any live worker; one that holds a frame past
+``stall_timeout_s`` is killed and treated the same. ``on_dead`` is the hook
+a scheduler (and, later, a restart policy) hangs on.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import queue
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from aip.backends.base import BackendSpec, prepare
+from aip.pipeline.frames import SlotFrames, check_frame_shape, slot_bytes_for
+from aip.worker import WorkerConfig, result_dtype, worker_main
+
+log = logging.getLogger("aip.pipeline")
+
+
+class WorkerError(RuntimeError):
+    """A worker failed; the message carries its traceback.
+
+    ``worker`` is the index (into the pipeline's backends) of the worker that
+    failed to start, when the error is about one; else None.
+    """
+
+    def __init__(self, message: str, *, worker: int | None = None) -> None:
+        super().__init__(message)
+        self.worker = worker
+
+
+@dataclass
+class Worker:
+    index: int  # also its target number in the SlotTable and its worker id
+    label: str
+    spec: BackendSpec
+    process: Any
+    device: str = "?"
+    alive: bool = True
+
+
+def default_slots(n_workers: int) -> int:
+    # Every worker needs one frame in hand and one waiting so that it never
+    # idles between frames; a static cycle needs room for its burstiness.
+    return max(16, 4 * n_workers)
+
+
+class WorkerPool:
+    """Slots, a result ring and one worker process per backend spec."""
+
+    def __init__(
+        self,
+        specs: Sequence[BackendSpec],
+        labels: Sequence[str],
+        *,
+        n_slots: int,
+        max_detections: int,
+        conf: float,
+        iou: float,
+        start_timeout_s: float,
+        stall_timeout_s: float,
+    ) -> None:
+        self.specs = list(specs)
+        self.labels = list(labels)
+        self.n_slots = n_slots
+        self.max_detections = max_detections
+        self.conf = conf
+        self.iou = iou
+        self.start_timeout_s = start_timeout_s
+        self.stall_timeout_s = stall_timeout_s
+        self.table: Any = None
+        self.ring: Any = None
+        self.frames: SlotFrames | None = None
+        self.max_frame_shape: tuple[int, int, int] | None = None
+        self.workers: list[Worker] = []
+        self.errors: dict[int, str] = {}
+        self._events: Any = None
+        self._records: np.ndarray | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.table is not None
+
+    def alive(self) -> list[int]:
+        return [w.index for w in self.workers if w.alive]
+
+    def start(self, max_frame_shape: tuple[int, int, int]) -> None:
+        """Create the shared memory for frames up to ``max_frame_shape`` and
+        start (and load) every worker."""
+        from aip.ring import ResultRing, SlotTable
+
+        self.max_frame_shape = check_frame_shape(tuple(max_frame_shape))
+        dtype = result_dtype(self.max_detections)
+        self._records = np.zeros(4 * self.n_slots, dtype)
+        try:
+            self.table = SlotTable.create(
+                n_slots=self.n_slots, slot_bytes=slot_bytes_for(self.max_frame_shape),
+                wake_words=max(64, len(self.specs)))
+            self.ring = ResultRing.create(
+                capacity=1 << max(4, math.ceil(math.log2(2 * self.n_slots))),
+                record_size=dtype.itemsize,
+                max_producers=len(self.specs),
+            )
+            self.frames = SlotFrames(self.table, self.max_frame_shape)
+            # one export for all workers of a spec, before they start
+            self.specs = [prepare(spec) for spec in self.specs]
+            context = mp.get_context("spawn")
+            self._events = context.Queue()
+            for index, (spec, label) in enumerate(zip(self.specs, self.labels)):
+                config = WorkerConfig(
+                    worker_id=index, spec=spec, table_name=self.table.name,
+                    ring_name=self.ring.name, max_frame_shape=self.max_frame_shape,
+                    max_detections=self.max_detections, conf=self.conf, iou=self.iou,
+                )
+                process = context.Process(target=worker_main, args=(config, self._events),
+                                          name=f"aip-worker-{label}", daemon=True)
+                process.start()
+                self.workers.append(Worker(index, label, spec, process))
+            self._wait_until_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_until_ready(self) -> None:
+        waiting = {w.index for w in self.workers}
+        deadline = time.monotonic() + self.start_timeout_s
+        while waiting:
+            try:
+                kind, index, payload = self._events.get(timeout=0.2)
+            except queue.Empty:
+                for worker in self.workers:
+                    if worker.index in waiting and not worker.process.is_alive():
+                        raise WorkerError(f"worker {worker.label} died while starting "
+                                          f"(exit code {worker.process.exitcode})",
+                                          worker=worker.index) from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"workers {sorted(waiting)} not ready after "
+                                       f"{self.start_timeout_s:.0f} s") from None
+                continue
+            if kind == "error":
+                raise WorkerError(f"worker {self.labels[index]} failed to start:\n{payload}",
+                                  worker=index)
+            self.workers[index].device = payload
+            waiting.discard(index)
+
+    def close(self) -> None:
+        """Stop the workers and remove the shared memory. Idempotent."""
+        if self.table is not None:
+            self.table.shutdown()
+        if self.ring is not None:
+            self.ring.shutdown()
+        for worker in self.workers:
+            worker.process.join(timeout=5)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+        self.workers = []
+        if self.frames is not None:
+            self.frames.release()
+            self.frames = None
+        if self._events is not None:
+            self._events.close()
+            self._events.join_thread()
+            self._events = None
+        for segment in (self.table, self.ring):
+            if segment is not None:
+                segment.close()
+                segment.unlink()
+        self.table = self.ring = None
+
+    # ---- results -------------------------------------------------------------
+
+    def receive(self, timeout: float) -> np.ndarray:
+        """The records the workers put, waiting up to ``timeout`` for the first.
+
+        The array is reused by the next call: take what you need first.
+        """
+        assert self._records is not None
+        n = self.ring.get_many(self._records, timeout=timeout)
+        return self._records[:n]
+
+    def results_waiting(self) -> bool:
+        return self.ring is not None and len(self.ring) > 0
+
+    # ---- health --------------------------------------------------------------
+
+    def check(self, on_dead: Callable[[int], None] | None = None) -> None:
+        """Kill stalled workers; hand a dead worker's frames to the others.
+
+        Raises :class:`WorkerError` when no worker is left.
+        """
+        from aip.ring import HINT_ANY
+
+        self._kill_stalled()
+        for worker in self.workers:
+            if not worker.alive or worker.process.is_alive():
+                continue
+            worker.alive = False
+            self._drain_events()
+            reason = self.errors.get(worker.index, f"exit code {worker.process.exitcode}")
+            log.warning("worker %s died (%s); its frames go to the others", worker.label,
+                        reason.strip().splitlines()[-1])
+            self.table.reclaim(worker.index, HINT_ANY)
+            self.table.retarget(worker.index, HINT_ANY)
+            if on_dead is not None:
+                on_dead(worker.index)
+        if not any(w.alive for w in self.workers):
+            self._drain_events()
+            details = "\n".join(f"--- {self.labels[i]}:\n{text}" for i, text in self.errors.items())
+            raise WorkerError("every worker died" + (f":\n{details}" if details else ""))
+
+    def _drain_events(self) -> None:
+        while True:
+            try:
+                kind, index, payload = self._events.get_nowait()
+            except (queue.Empty, OSError, ValueError):
+                return
+            if kind == "error":
+                self.errors[index] = payload
+
+    def _kill_stalled(self) -> None:
+        """A worker that holds one frame past ``stall_timeout_s`` is hung
+        (a driver, a deadlock): kill it, so that its frames go to the others."""
+        now = time.perf_counter_ns()  # the SlotTable stamps with the same clock
+        limit_ns = self.stall_timeout_s * 1e9
+        for slot in range(self.n_slots):
+            info = self.table.slot_info(slot)
+            owner = info["owner"]
+            if info["state"] != "READING" or owner is None or now - info["t_claim_ns"] < limit_ns:
+                continue
+            worker = self.workers[owner]
+            if worker.alive and worker.process.is_alive():
+                log.warning("worker %s has held frame %d for over %.0f s: killing it", worker.label,
+                            info["frame_id"], self.stall_timeout_s)
+                worker.process.kill()
+                worker.process.join(timeout=5)

@@ -1,0 +1,487 @@
+"""Streams: one reader thread per source, decoding straight into frame slots.
+
+Each stream has its own frame ids, order, FPS cap, on-full policy and
+``max_age_ms``. Its reader thread takes a free slot, decodes the next frame
+into it (OpenCV writes into the slot's memory: each frame is written once),
+writes the frame's header and publishes it to the worker the scheduler
+picked. The manager's loop never touches a source, so a slow decode or a
+reconnect back-off of several seconds stalls nothing but its own stream.
+
+When no slot is free, the stream's policy decides:
+
+    block        wait for one (files: lose nothing)
+    drop-newest  read the frame anyway (a live source keeps going) and drop it
+    drop-oldest  drop this stream's oldest frame no worker took yet, reuse its slot
+    latest       like drop-oldest, and at most one frame of the stream ever
+                 waits: publishing a frame takes back the older waiting ones
+                 (a camera preview: always the freshest frame)
+
+Dropped and late frames come out as gaps in their stream's order. A stream
+that fails (or, for a live source, gives no frame for ``stream_timeout_s``)
+is reopened with back-off when it can be (it was given as a spec: a path,
+URL or camera index); after ``max_reconnects`` failures in a row it is
+evicted with an event, and the other streams never notice.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aip.metrics import StreamMetrics
+from aip.reorder import ReorderBuffer
+from aip.results import FrameResult
+
+log = logging.getLogger("aip.pipeline")
+
+POLICIES = ("block", "drop-oldest", "drop-newest", "latest")
+
+# Longest a reader waits in one call for a free slot (block policy) before it
+# looks at its stop flag again.
+SLOT_WAIT_S = 0.1
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """Something that happened to a stream: ``started``, ``ended``,
+    ``reconnecting``, ``evicted`` or ``removed``."""
+
+    stream: str
+    kind: str
+    message: str
+    t_ns: int = field(default_factory=time.perf_counter_ns)
+
+
+class StreamError(RuntimeError):
+    """Streams were evicted during the run; raised once every result of
+    every stream has been delivered. ``events`` are their eviction events."""
+
+    def __init__(self, events: list[StreamEvent]) -> None:
+        self.events = events
+        super().__init__("; ".join(f"stream {e.stream}: {e.message}" for e in events))
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    fps: float | None = None  # cap: frames are read no faster (files) / thinned (none: as they come)
+    policy: str = "block"
+    max_age_ms: float | None = None  # older than this when a worker would claim it: late
+    max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError("fps must be > 0")
+        if self.max_age_ms is not None and self.max_age_ms <= 0:
+            raise ValueError("max_age_ms must be > 0")
+
+
+class Hints:
+    """The scheduler, shared by every reader thread (it is not thread-safe)."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self._lock = threading.Lock()
+
+    def next_target(self, frame_id: int) -> int:
+        with self._lock:
+            return int(self.scheduler.next_hint(frame_id))
+
+    def observe(self, worker: int, service_s: float) -> None:
+        with self._lock:
+            self.scheduler.observe(worker, service_s)
+
+    def mark_dead(self, worker: int) -> None:
+        with self._lock:
+            self.scheduler.mark_dead(worker)
+
+
+def _frames_of(source: Any) -> Iterator[tuple[np.ndarray, int]]:
+    """``(frame, capture_ns)`` pairs from a source of frames or of pairs."""
+    for item in source:
+        if isinstance(item, tuple):
+            frame, capture_ns = item
+            yield frame, int(capture_ns)
+        else:
+            yield item, time.perf_counter_ns()
+
+
+class Stream:
+    """One source's state, its reader thread and its reorder buffer.
+
+    The reader thread writes ``issued`` (ids handed out: published or
+    dropped) and the counters in ``metrics`` it owns; the run loop owns the
+    reorder buffer and reads the rest. Gaps cross over through ``gaps``,
+    queued before the id that follows them is published, so the loop, which
+    drains gaps before results, keeps each stream's order.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        index: int,
+        source: Any,
+        options: StreamOptions,
+        *,
+        spec: str | int | Path | None,
+        opener: Callable[[Any], Any] | None,
+        first: tuple[np.ndarray, int] | None,
+        keep_frames: bool,
+        max_reconnects: int,
+        reconnect_backoff_s: float,
+    ) -> None:
+        self.name = name
+        self.index = index
+        self.options = options
+        self.source = source
+        self.spec = spec
+        self._opener = opener
+        self._first = first
+        self.keep_frames = keep_frames
+        self.max_reconnects = max_reconnects
+        self.reconnect_backoff_s = reconnect_backoff_s
+        self.metrics = StreamMetrics()
+        self.reorder: ReorderBuffer[FrameResult] = ReorderBuffer(
+            first_frame_id=0, capacity=1 << 16, on_overflow="gap", stream=name)
+        self.issued = 0
+        self.gaps: deque[tuple[int, str]] = deque()
+        self.events: deque[StreamEvent] = deque()
+        self.kept: dict[int, np.ndarray] = {}
+        self.finished = False  # the reader is done: no id will be issued any more
+        self.failure: StreamEvent | None = None
+        self.reading_since: float | None = None  # monotonic, while blocked in a read
+        self.missing_since: float | None = None  # the loop's: waiting on frames no slot holds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._generation = 0  # of the current reader thread; a stuck one is left behind
+        self._failures = 0  # in a row: a frame read resets it
+        self._context: tuple[Any, Hints, Iterator[int]] | None = None
+        self._waiting: deque[tuple[int, int, int]] = deque()  # (slot, frame id, stream id)
+        self._place: int | None = None  # latest: the claim-order place a new frame inherits
+
+    # ---- control (from the loop's thread) ---------------------------------------
+
+    def start(self, pool: Any, hints: Hints, ids: Iterator[int]) -> None:
+        self._context = (pool, hints, ids)
+        self._event("started", f"{self.spec if self.spec is not None else type(self.source).__name__}")
+        source, self.source = self.source, None
+        self._spawn_reader(source)
+
+    def _spawn_reader(self, source: Any) -> None:
+        self._generation += 1
+        self._thread = threading.Thread(
+            target=self._run, args=(self._generation, source),
+            name=f"aip-stream-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the reader to stop after the frame in hand; it closes the source."""
+        self._stop.set()
+
+    def join(self, timeout: float) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def frame_shape(self) -> tuple[int, int, int] | None:
+        """The size of its frames as far as known before it starts (for the slots)."""
+        if self._first is not None:
+            return tuple(self._first[0].shape)  # type: ignore[return-value]
+        shape = getattr(self.source, "shape", None)
+        return tuple(shape) if shape is not None else None
+
+    @property
+    def complete(self) -> bool:
+        """The reader is done and every id it issued has left the reorder buffer."""
+        return self.finished and self.reorder.next_frame_id >= self.issued
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the reader has been blocked in one read (0 when it is not)."""
+        since = self.reading_since
+        return now - since if since is not None and not self.finished else 0.0
+
+    def restart_stalled(self, waited_s: float) -> None:
+        """The reader has hung in a read: leave it behind (it exits when the
+        read returns) and go on with a fresh source, or evict the stream."""
+        self.reading_since = None
+        self._failures += 1
+        message = f"no frame for {waited_s:.1f} s"
+        if self._opener is None or self._failures > self.max_reconnects:
+            self._generation += 1  # the stuck reader exits when its read returns
+            self._evict(message if self._opener is not None
+                        else f"{message} (given as an open source: cannot reopen)")
+            self.finished = True
+            return
+        self.metrics.reconnects += 1
+        self._event("reconnecting", f"{message}; reopening (attempt {self._failures} of "
+                    f"{self.max_reconnects})")
+        self._spawn_reader(None)
+
+    # ---- the reader thread ----------------------------------------------------------
+
+    def _run(self, generation: int, source: Any) -> None:
+        assert self._context is not None
+        pool, hints, ids = self._context
+        try:
+            while not self._stop.is_set() and generation == self._generation:
+                try:
+                    if source is None:
+                        assert self._opener is not None
+                        source = self._opener(self.spec)
+                    self._pump(pool, hints, ids, source, generation)
+                    if not self._stop.is_set() and generation == self._generation:
+                        self._event("ended", f"{self.metrics.frames_read} frames read")
+                        self.metrics.state = "ended"
+                    return
+                except _Stopped:
+                    return
+                except Exception as exc:  # noqa: BLE001 - a source's failure is its stream's only
+                    if generation != self._generation:
+                        return  # left behind: a newer reader took over
+                    self._failures += 1
+                    message = f"{type(exc).__name__}: {exc}"
+                    _close(source)
+                    source = None
+                    if self._opener is None or self._failures > self.max_reconnects or self._stop.is_set():
+                        self._evict(message if self._opener is not None
+                                    else f"{message} (given as an open source: cannot reopen)")
+                        return
+                    self.metrics.reconnects += 1
+                    delay = min(self.reconnect_backoff_s * 2 ** (self._failures - 1), 30.0)
+                    self._event("reconnecting", f"{message}; reopening in {delay:.1f} s "
+                                f"(attempt {self._failures} of {self.max_reconnects})")
+                    if self._stop.wait(delay):
+                        return
+        finally:
+            _close(source)
+            if generation == self._generation:
+                self._waiting.clear()  # frames still waiting stay published: workers do them
+                self.finished = True
+
+    def _evict(self, message: str) -> None:
+        self.metrics.state = "evicted"
+        self.failure = self._event("evicted", message)
+        log.warning("stream %s evicted: %s", self.name, message)
+
+    def _event(self, kind: str, message: str) -> StreamEvent:
+        event = StreamEvent(self.name, kind, message)
+        self.events.append(event)
+        return event
+
+    def _pump(self, pool: Any, hints: Hints, ids: Iterator[int], source: Any, generation: int) -> None:
+        """Read frames until the source ends, the stream stops or max_frames."""
+        frames = pool.frames
+        table = pool.table
+        max_h, max_w, _ = pool.max_frame_shape
+        read_into = getattr(source, "read_into", None)
+        iterator = None if read_into is not None else _frames_of(source)
+        shape = getattr(source, "shape", None) if read_into is not None else None
+        period_ns = int(1e9 / self.options.fps) if self.options.fps else 0
+        started_ns = time.perf_counter_ns()
+        paced = 0
+        scratch: np.ndarray | None = None
+        while not self._stop.is_set():
+            if self.options.max_frames is not None and self.issued >= self.options.max_frames:
+                return
+            if period_ns:  # the FPS cap: not before this frame's due time
+                due = started_ns + paced * period_ns - time.perf_counter_ns()
+                if due > 0 and self._stop.wait(due / 1e9):
+                    return
+                paced += 1
+
+            # A frame of a known size goes straight into a slot; one of
+            # unknown size (a plain iterator's) is read first, then copied.
+            frame: np.ndarray | None = None
+            capture_ns = 0
+            if iterator is not None or shape is None:
+                item = self._next_plain(iterator)
+                if generation != self._generation:
+                    return  # left behind while it read
+                if item is None:
+                    return
+                frame, capture_ns = item
+                height, width = int(frame.shape[0]), int(frame.shape[1])
+            else:
+                height, width = int(shape[0]), int(shape[1])
+            if height > max_h or width > max_w or (frame is not None and frame.shape != (height, width, 3)):
+                raise ValueError(
+                    f"frames are {width}x{height}, larger than the pipeline's slots "
+                    f"({max_w}x{max_h}): pass max_frame_shape=(H, W, 3) big enough for every stream")
+
+            slot = self._slot_for_policy(table)
+            if slot is None:  # no slot now: read into scratch, then the policy decides
+                if frame is None:
+                    if scratch is None or scratch.shape != (height, width, 3):
+                        scratch = np.empty((height, width, 3), np.uint8)
+                    capture_ns = self._read_into(read_into, scratch)
+                    if capture_ns is None or generation != self._generation:
+                        return
+                    frame = scratch
+                slot = self._make_room(table)
+                if slot is None:
+                    self._gap(self._next_id(), "dropped")
+                    continue
+            try:
+                image = frames.image(slot, height, width)
+                if frame is None:
+                    capture_ns = self._read_into(read_into, image)
+                    if capture_ns is None or generation != self._generation:
+                        table.abort(slot)
+                        return
+                else:
+                    np.copyto(image, frame)
+                self._publish(pool, hints, ids, slot, image, height, width, capture_ns)
+            except BaseException:
+                _abort_quietly(table, slot)
+                raise
+
+    def _next_plain(self, iterator: Iterator[tuple[np.ndarray, int]] | None) -> tuple[np.ndarray, int] | None:
+        if self._first is not None:
+            item: tuple[np.ndarray, int] | None = self._first
+            self._first = None
+        else:
+            assert iterator is not None
+            self.reading_since = time.monotonic()
+            try:
+                item = next(iterator, None)
+            finally:
+                self.reading_since = None
+        if item is not None:
+            self.metrics.frames_read += 1
+            self._failures = 0
+        return item
+
+    def _read_into(self, read_into: Any, out: np.ndarray) -> int | None:
+        self.reading_since = time.monotonic()
+        try:
+            capture_ns = read_into(out)
+        finally:
+            self.reading_since = None
+        if capture_ns is not None:
+            self.metrics.frames_read += 1
+            self._failures = 0
+        return None if capture_ns is None else int(capture_ns)
+
+    def _slot_for_policy(self, table: Any) -> int | None:
+        """A free slot, waiting for one under ``block``; None when none is free."""
+        try:
+            return int(table.acquire_free(timeout=0))
+        except TimeoutError:
+            pass
+        if self.options.policy != "block":
+            return None
+        self.metrics.buffer_full_waits += 1
+        while not self._stop.is_set():
+            try:
+                return int(table.acquire_free(timeout=SLOT_WAIT_S))
+            except TimeoutError:
+                continue
+        raise _Stopped
+
+    def _make_room(self, table: Any) -> int | None:
+        """drop-oldest / latest: take back this stream's oldest frame nobody
+        claimed yet and drop it; its slot takes the new frame."""
+        if self.options.policy not in ("drop-oldest", "latest"):
+            return None
+        while self._waiting:
+            slot, frame_id, stream_frame_id = self._waiting.popleft()
+            if table.take_back(slot, frame_id):
+                self._gap(stream_frame_id, "dropped")
+                if self.options.policy == "latest":
+                    self._place = frame_id  # the new frame keeps the stream's place in line
+                return slot
+        return None
+
+    def _publish(self, pool: Any, hints: Hints, ids: Iterator[int], slot: int, image: np.ndarray,
+                 height: int, width: int, capture_ns: int) -> None:
+        stream_frame_id = self._next_id()
+        try:
+            self._publish_as(pool, hints, ids, stream_frame_id, slot, image, height, width,
+                             capture_ns)
+        except BaseException:
+            self._gap(stream_frame_id, "failed")  # every id issued comes out, as a result or a gap
+            raise
+
+    def _publish_as(self, pool: Any, hints: Hints, ids: Iterator[int], stream_frame_id: int,
+                    slot: int, image: np.ndarray, height: int, width: int, capture_ns: int) -> None:
+        header = pool.frames.headers[slot]
+        header["stream"] = self.index
+        header["height"] = height
+        header["width"] = width
+        header["stream_frame_id"] = stream_frame_id
+        header["t_capture_ns"] = capture_ns
+        max_age = self.options.max_age_ms
+        header["deadline_ns"] = capture_ns + int(max_age * 1e6) if max_age else 0
+        if self.keep_frames:
+            self.kept[stream_frame_id] = image.copy()
+        frame_id, self._place = self._place, None
+        if self.options.policy == "latest":
+            # Only the freshest frame waits: the older ones nobody took yet
+            # go, and this one takes their place in the claim order. Claims
+            # take the lowest frame id; a fresh id on every refresh would send
+            # the stream to the back of the line each time, and the stream
+            # whose frames happen to come a little earlier would win them all.
+            while self._waiting:
+                old_slot, old_frame_id, old_id = self._waiting.popleft()
+                if pool.table.take_back(old_slot, old_frame_id):
+                    self._gap(old_id, "dropped")
+                    pool.table.abort(old_slot)
+                    frame_id = old_frame_id if frame_id is None else min(frame_id, old_frame_id)
+        if frame_id is None:
+            frame_id = next(ids)
+        pool.table.publish(slot, frame_id, hints.next_target(frame_id))
+        self.metrics.frames_published += 1
+        if self.options.policy in ("drop-oldest", "latest"):
+            self._waiting.append((slot, frame_id, stream_frame_id))
+
+    def _next_id(self) -> int:
+        stream_frame_id = self.issued
+        self.issued += 1
+        return stream_frame_id
+
+    def _gap(self, stream_frame_id: int, reason: str) -> None:
+        self.metrics.frames_dropped += reason != "late"
+        self.kept.pop(stream_frame_id, None)
+        self.gaps.append((stream_frame_id, reason))
+
+
+class _Stopped(Exception):
+    """The stream was stopped while its reader waited for a slot."""
+
+
+def _close(source: Any) -> None:
+    close = getattr(source, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - closing a broken source may fail too
+            log.debug("closing a source failed", exc_info=True)
+
+
+def _abort_quietly(table: Any, slot: int) -> None:
+    from aip.ring import RingError
+
+    try:
+        table.abort(slot)
+    except RingError:
+        pass  # published after all: the frame goes on
+
+
+def stream_names(count: int, names: list[str | None]) -> list[str]:
+    return [name if name is not None else f"s{i}" for i, name in zip(range(count), names)]
+
+
+def new_frame_ids(start: int) -> Iterator[int]:
+    """Frame ids unique over the pipeline's life, shared by every reader
+    (``next`` on an itertools.count is atomic under the GIL)."""
+    return itertools.count(start)
