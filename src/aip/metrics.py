@@ -9,8 +9,10 @@ reports as a Python object, a JSON-able dict and a fixed-width text table.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -199,6 +201,8 @@ class Metrics:
     fps_timeline: list[int] = field(default_factory=list)
     """Ordered frames in each whole second since the run started (for FPS plots)."""
     streams: dict[str, StreamMetrics] = field(default_factory=dict)
+    _recent: list[int] = field(default_factory=list, repr=False)  # result times, for fps_now
+    _last_result_ns: int = field(default=0, repr=False)
 
     def record_processed(self, backend: str, inference_s: float) -> None:
         """Count a result from ``backend`` whose inference took ``inference_s``."""
@@ -213,10 +217,27 @@ class Metrics:
         self.backends.setdefault(backend, BackendMetrics()).end_to_end.record(end_to_end_s)
         self.end_to_end.record(end_to_end_s)
         self.frames_ordered += 1
+        now = time.perf_counter_ns()
+        self._last_result_ns = now
+        self._recent.append(now)
+        if len(self._recent) > 4096 and now - self._recent[0] > 60e9:
+            # Bounded: a new list (readers in other threads keep the old one).
+            self._recent = self._recent[bisect.bisect_left(self._recent, now - int(10e9)):]
         second = max(int(elapsed_s), 0)
         if second >= len(self.fps_timeline):
             self.fps_timeline.extend([0] * (second + 1 - len(self.fps_timeline)))
         self.fps_timeline[second] += 1
+
+    def fps_now(self, window_s: float = 2.0) -> float:
+        """Ordered frames per second over the last ``window_s`` (a live figure)."""
+        recent = self._recent  # appended to by the run loop; read here from any thread
+        cutoff = time.perf_counter_ns() - int(window_s * 1e9)
+        return (len(recent) - bisect.bisect_left(recent, cutoff)) / window_s
+
+    def seconds_since_last_result(self) -> float | None:
+        if not self._recent and not self._last_result_ns:
+            return None
+        return (time.perf_counter_ns() - self._last_result_ns) / 1e9
 
     @property
     def fps(self) -> float:

@@ -58,6 +58,9 @@ __all__ = [
 
 # The internal stream calibration feeds (never a user's stream index).
 _CALIBRATION_STREAM = 0xFFFFFFFF
+# status(): frames wait in slots and no result came for this long: stalled.
+# Longer than any one inference on a loaded machine; shorter than a person waits.
+STALLED_AFTER_S = 5.0
 
 
 def _unique_labels(specs: Sequence[BackendSpec]) -> list[str]:
@@ -253,6 +256,7 @@ class Pipeline:
         with self._lock:  # a run may be starting in another thread
             if self._running:
                 self._streams[stream.index] = stream
+                self.metrics.streams[stream.name] = stream.metrics
                 if self._hints is not None:  # the run's streams have started: join them
                     stream.start(self.pool, self._hints, self._ids)
             else:
@@ -300,6 +304,47 @@ class Pipeline:
             reconnect_backoff_s=self.reconnect_backoff_s,
         )
 
+    def status(self) -> dict[str, Any]:
+        """A live snapshot for progress displays and health checks.
+
+        ``state`` is ``idle`` (no run), ``ready`` (frames flow),
+        ``starved`` (workers wait for input: no frame in a slot, the streams
+        give none), ``backpressure`` (input waits for the workers: no free
+        slot) or ``stalled`` (frames wait in slots, no result for
+        ``STALLED_AFTER_S``). Safe to call from another thread.
+        """
+        streams = {s.name: s for s in list(self._streams.values())}
+        snapshot: dict[str, Any] = {
+            "state": "idle",
+            "fps": self.metrics.fps_now(),
+            "frames_ordered": self.metrics.frames_ordered,
+            "frames_dropped": self.metrics.frames_dropped,
+            "frames_late": self.metrics.frames_late,
+            "slots": None,
+            "workers": [
+                {"label": w.label, "device": w.device, "alive": w.alive,
+                 "frames": self.metrics.backends[w.label].frames if w.label in self.metrics.backends else 0}
+                for w in self.pool.workers
+            ],
+            "streams": {name: s.metrics.to_dict() for name, s in streams.items()},
+        }
+        table = self.pool.table
+        if not self._running or table is None:
+            return snapshot
+        counts = table.counts()
+        snapshot["slots"] = counts
+        busy = counts["READY"] + counts["READING"]
+        since_result = self.metrics.seconds_since_last_result()
+        if busy and since_result is not None and since_result > STALLED_AFTER_S:
+            snapshot["state"] = "stalled"
+        elif counts["FREE"] == 0:
+            snapshot["state"] = "backpressure"
+        elif busy == 0:
+            snapshot["state"] = "starved"
+        else:
+            snapshot["state"] = "ready"
+        return snapshot
+
     def _emit(self, event: StreamEvent) -> None:
         self.events.append(event)
         log.info("stream %s %s: %s", event.stream, event.kind, event.message)
@@ -336,6 +381,8 @@ class Pipeline:
             return
         metrics = self.metrics = Metrics(
             ideal_fps=self.calibration.ideal_fps if self.calibration else None)
+        for stream in streams:
+            metrics.streams[stream.name] = stream.metrics
         loop: RunLoop | None = None
         cpu_start = time.process_time()
         complete = False
