@@ -396,3 +396,14 @@ def test_shutdown_flag_garbage_reads_as_shut_down() -> None:
         assert table.is_shutdown
         with pytest.raises(Closed):
             table.claim(HINT_ANY, 0, timeout=1)
+
+
+@linux_only
+def test_segments_record_their_creators_pid_and_start_time() -> None:
+    from aip._core._segment import process_alive, process_start
+
+    with SlotTable.create(n_slots=1) as table:
+        pid, start = peek(table.name, 24, 4), peek(table.name, 48, 8)
+        assert pid == os.getpid() and start == process_start(os.getpid()) != 0
+        assert process_alive(pid, start)
+        assert not process_alive(pid, start + 1)  # the same pid, another process

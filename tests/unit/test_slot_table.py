@@ -212,3 +212,24 @@ def test_take_back_only_an_unclaimed_frame_it_still_holds(table: SlotTable) -> N
     assert not table.take_back(slot, 42)  # claimed: being served
     table.release(slot, 0)
     assert not table.take_back(slot, 42)  # FREE
+
+
+def test_take_back_refuses_a_frame_claimed_and_reclaimed_since(table: SlotTable) -> None:
+    slot = table.acquire_free(timeout=0)
+    generation = table.publish(slot, 7, 0)
+    table.claim(0, 3, timeout=0)
+    table.reclaim(3)  # its worker died: READY again, a new generation
+    assert not table.take_back(slot, 7, generation)  # it may have a result already
+    assert table.take_back(slot, 7)  # without the generation: any unclaimed frame 7
+    table.abort(slot)
+
+
+def test_take_from_only_the_named_owner(table: SlotTable) -> None:
+    slot = table.acquire_free(timeout=0)
+    table.publish(slot, 9, 0)
+    table.claim(0, 5, timeout=0)
+    assert not table.take_from(slot, 6)
+    assert table.take_from(slot, 5)
+    assert table.state(slot) == 1  # WRITING: the manager's
+    table.abort(slot)
+    assert not table.take_from(slot, 5)

@@ -38,6 +38,7 @@ cdef extern from "aip_layout.h":
         uint32_t closed          # atomic: 1 once shut down
         uint32_t header_size     # bytes of the kind-specific header
         uint64_t pid_namespace   # creator's PID namespace, 0 where unknown
+        uint64_t creator_start   # start time of the creator's process
 
     ctypedef struct aip_wake_line:
         uint32_t seq             # bumped by a waker that saw sleepers

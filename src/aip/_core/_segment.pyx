@@ -25,8 +25,8 @@ from posix.types cimport off_t
 from posix.unistd cimport close as close_fd, ftruncate, getpid
 
 from aip._core._layout cimport (
-    AIP_LAYOUT_VERSION, aip_load_u32_acquire, aip_pid_namespace,
-    aip_segment_header, aip_store_u32_release,
+    AIP_LAYOUT_VERSION, AIP_PROC_FOUND, AIP_PROC_GONE, aip_load_u32_acquire,
+    aip_pid_namespace, aip_process_start, aip_segment_header, aip_store_u32_release,
 )
 from aip._core._status import CorruptSegmentError
 
@@ -47,6 +47,26 @@ _MAX_NAME = 30
 def random_segment_name():
     """A fresh name no other process can guess (64 random bits)."""
     return SEGMENT_PREFIX + secrets.token_hex(8)
+
+
+def process_alive(int pid, unsigned long long start):
+    """Is ``pid`` the process that started at ``start`` (aip_process_start's
+    units), and still running? ``start == 0``: only whether ``pid`` runs."""
+    cdef uint64_t found_start = 0
+    cdef int found = aip_process_start(pid, &found_start)
+    if found == AIP_PROC_GONE:
+        return False
+    if found != AIP_PROC_FOUND or start == 0:
+        return True
+    return found_start == start
+
+
+def process_start(int pid):
+    """The start time of ``pid`` (aip_process_start's units), or None."""
+    cdef uint64_t start = 0
+    if aip_process_start(pid, &start) == AIP_PROC_FOUND:
+        return start
+    return None
 
 
 cdef bytes _posix_name(str name):
@@ -324,6 +344,9 @@ cdef int init_header(Segment segment, uint32_t header_size) except -1:
     header.creator_pid = <uint32_t>getpid()
     header.header_size = header_size
     header.pid_namespace = aip_pid_namespace()
+    cdef uint64_t start = 0
+    if aip_process_start(<int>getpid(), &start) == AIP_PROC_FOUND:
+        header.creator_start = start
     return 0
 
 

@@ -357,7 +357,11 @@ cdef class SlotTable(SegmentHandle):
 
     def publish(self, Py_ssize_t slot, uint64_t frame_id, uint32_t hint=AIP_HINT_ANY):
         """WRITING -> READY: the frame in ``slot`` is complete; ``hint`` names
-        the backend that should take it (``HINT_ANY``: whoever is free)."""
+        the worker that should take it (``HINT_ANY``: whoever is free).
+
+        Returns the slot's generation, which ``take_back`` can check: a
+        frame that was claimed and then reclaimed (its worker died) has a
+        newer one."""
         self._check_slot(slot)
         cdef aip_slot *s = &self._slots[slot]
         cdef uint64_t ctl = self._load_ctl(slot)
@@ -374,6 +378,7 @@ cdef class SlotTable(SegmentHandle):
             raise_for_status(AIP_WRONG_STATE, f"SlotTable {self.name!r}: publish: slot "
                              f"{slot} changed under the writer")
         self._wake_claimers(hint)
+        return AIP_CTL_GENERATION(ctl)
 
     def abort(self, Py_ssize_t slot):
         """WRITING -> FREE: give up a slot without publishing it."""
@@ -412,18 +417,34 @@ cdef class SlotTable(SegmentHandle):
                                         AIP_CTL_GENERATION(best_ctl) + 1)):
                 return best, best_frame
 
-    def take_back(self, Py_ssize_t slot, uint64_t frame_id):
-        """READY -> WRITING on ``slot`` if it still holds ``frame_id`` and no
-        worker took it yet: for a writer that replaces one of its own frames
-        (a live stream keeping only its freshest frame). Returns whether the
-        slot is now the caller's to overwrite (then publish or abort it)."""
+    def take_back(self, Py_ssize_t slot, uint64_t frame_id, generation=None):
+        """READY -> WRITING on ``slot`` if it still holds ``frame_id`` (and,
+        if given, the ``generation`` publish returned) and no worker took it
+        yet: for a writer that replaces one of its own frames (a live stream
+        keeping only its freshest frame). Returns whether the slot is now the
+        caller's to overwrite (then publish or abort it)."""
         self._check_slot(slot)
         cdef aip_slot *s = &self._slots[slot]
         cdef uint64_t ctl = self._load_ctl(slot)
         if AIP_CTL_STATE(ctl) != AIP_SLOT_READY or aip_load_u64_relaxed(&s.frame_id) != frame_id:
             return False
+        if generation is not None and AIP_CTL_GENERATION(ctl) != generation:
+            return False  # claimed and reclaimed since: it may have a result already
         # A slot claimed, freed and refilled since the load above has a new
         # generation: the CAS fails instead of taking someone else's frame.
+        return aip_cas_u64(&s.ctl, &ctl, AIP_CTL_MAKE(AIP_SLOT_WRITING, AIP_NO_OWNER,
+                                                      AIP_CTL_GENERATION(ctl) + 1))
+
+    def take_from(self, Py_ssize_t slot, uint32_t owner):
+        """READING -> WRITING on ``slot`` if ``owner`` (a dead worker) holds
+        it: the manager takes the frame out instead of handing it to another
+        worker (a frame that killed every worker that took it). Returns
+        whether the slot is now the caller's (abort or publish it)."""
+        self._check_slot(slot)
+        cdef aip_slot *s = &self._slots[slot]
+        cdef uint64_t ctl = self._load_ctl(slot)
+        if AIP_CTL_STATE(ctl) != AIP_SLOT_READING or AIP_CTL_OWNER(ctl) != owner:
+            return False
         return aip_cas_u64(&s.ctl, &ctl, AIP_CTL_MAKE(AIP_SLOT_WRITING, AIP_NO_OWNER,
                                                       AIP_CTL_GENERATION(ctl) + 1))
 

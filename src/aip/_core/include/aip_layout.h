@@ -45,7 +45,9 @@ typedef struct aip_segment_header {
     uint32_t header_size;    /* bytes of the kind-specific header, this one included */
     uint32_t _pad0;          /* alignment */
     uint64_t pid_namespace;  /* creator's PID namespace (Linux inode), 0 where unknown */
-    uint8_t _reserved[16];   /* pads to one cache line */
+    uint64_t creator_start;  /* start time of the creator's process (aip_proc.h): with
+                                creator_pid, tells a live creator from a recycled pid */
+    uint8_t _reserved[8];    /* pads to one cache line */
 } aip_segment_header;
 
 /* A word to sleep on, with the count of its sleepers, on a line of its own.
