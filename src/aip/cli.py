@@ -2,6 +2,7 @@
 
     aip run [SOURCE] [--backend SPEC ...] [--mode static|adaptive|pull] ...
     aip backends                 what this machine can run, and why not
+    aip doctor [--clean]         backends, versions, devices, shared memory, stale segments
     aip calibrate [SOURCE] [--backend SPEC ...]
     aip export [MODEL] --format onnx|coreml|torchscript [--imgsz HxW] [--half]
     aip bench SUITE ...          same as python -m aip.bench
@@ -178,6 +179,12 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from aip.doctor import main as doctor_main
+
+    return doctor_main(clean=args.clean)
+
+
 def read_streams_file(path: str) -> list[str]:
     """Sources from a file, one a line; blank lines and ``#`` comments skipped."""
     with open(path, encoding="utf-8") as lines:
@@ -317,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     backends = commands.add_parser("backends", help="which backends run here, and why not")
     backends.set_defaults(handler=cmd_backends)
+
+    doctor = commands.add_parser("doctor", help="what this machine can run; stale shared memory")
+    doctor.add_argument("--clean", action="store_true",
+                        help="remove aip segments whose creator process is gone")
+    doctor.set_defaults(handler=cmd_doctor)
 
     calibrate = commands.add_parser("calibrate", help="measure the backends, store weights")
     calibrate.add_argument("source", nargs="?", default="sample",
