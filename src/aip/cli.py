@@ -198,6 +198,7 @@ def read_streams_file(path: str) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
+    from aip.observe import MetricsServer, ProgressDisplay
     from aip.sinks import AnnotatedVideoSink, JsonLinesSink
     from aip.sources import open_source
 
@@ -207,6 +208,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError("--video writes one annotated video: give it one source")
     sinks: list[Any] = []
     with ExitStack() as opened:
+        # Listening before any worker starts: a busy port fails at once, and
+        # /healthz answers "starting" while the models load.
+        server = (opened.enter_context(MetricsServer(args.metrics_port, args.metrics_host))
+                  if args.metrics_port else None)
         # Opened here, so that a wrong path or a dead camera fails before any
         # worker starts; the pipeline reopens a stream from its spec if it fails.
         sources = [opened.enter_context(open_source(spec)) for spec in specs]
@@ -221,12 +226,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                             on_full=args.on_full, max_age_ms=args.max_age_ms,
                             max_frame_shape=largest, stream_timeout_s=args.stream_timeout,
                             conf=args.conf, iou=args.iou, keep_frames=bool(args.video)) as pipeline:
-            print("workers: " + ", ".join(f"{label} ({spec.options})" for label, spec in
-                                          zip(pipeline.labels, pipeline.specs)), file=sys.stderr)
+
+            def say(text: str) -> None:
+                if not args.quiet:
+                    print(text, file=sys.stderr)
+
+            if server is not None:
+                server.watch(pipeline)
+                say(f"metrics: {server.url}/metrics  health: {server.url}/healthz")
+            say("workers: " + ", ".join(f"{label} ({spec.options})" for label, spec in
+                                        zip(pipeline.labels, pipeline.specs)))
             if args.mode != "pull" and len(pipeline.specs) > 1:
                 calibration = pipeline.calibrate(frame, refresh=args.recalibrate)
-                print(f"weights {dict(zip(pipeline.labels, pipeline.weights))}, calibrated "
-                      f"together {calibration.ideal_fps:.1f} FPS", file=sys.stderr)
+                say(f"weights {dict(zip(pipeline.labels, pipeline.weights))}, calibrated "
+                    f"together {calibration.ideal_fps:.1f} FPS")
             for spec, source in zip(specs, sources):
                 fps = source.fps if args.realtime and source.fps else None
                 pipeline.add_stream(source, name=spec if len(specs) > 1 else None, fps=fps,
@@ -237,9 +250,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 sinks.append(AnnotatedVideoSink(args.video, fps=first.fps or 30.0,
                                                 size=(shapes[0][1], shapes[0][0])))
             try:
-                for result in pipeline.run():
-                    for sink in sinks:
-                        sink.write(result)
+                with ProgressDisplay(pipeline, quiet=args.quiet):
+                    for result in pipeline.run():
+                        for sink in sinks:
+                            sink.write(result)
             finally:
                 for sink in sinks:
                     sink.close()
@@ -320,6 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--video", metavar="PATH", help="write an annotated video")
     run.add_argument("--metrics-json", metavar="PATH", help="write the run's metrics as JSON")
     run.add_argument("--plot", metavar="PATH", help="save latency and FPS plots (PNG, needs matplotlib)")
+    run.add_argument("--quiet", "-q", action="store_true",
+                     help="no progress display and no start-up lines (warnings, errors and the "
+                     "final report still print); the display is a live table on a terminal, "
+                     "else one line every 5 s on stderr")
+    run.add_argument("--metrics-port", type=int, default=0, metavar="N",
+                     help="serve Prometheus metrics on http://HOST:N/metrics and health on "
+                     "/healthz (200 ready or backpressure; 503 starved, stalled or idle); "
+                     "default 0: off")
+    run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                     help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for every interface)")
     run.set_defaults(handler=cmd_run)
 
     backends = commands.add_parser("backends", help="which backends run here, and why not")

@@ -13,6 +13,7 @@ import bisect
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -29,6 +30,8 @@ _HIGHEST_S: Final = 3600.0
 _GROWTH: Final = 1.02
 _LOG_GROWTH: Final = math.log(_GROWTH)
 _N_BUCKETS: Final = math.ceil(math.log(_HIGHEST_S / _LOWEST_S) / _LOG_GROWTH) + 2
+# Exclusive upper edge of each bucket (the last one is open).
+_UPPER_S: Final = np.append(_LOWEST_S * np.exp(np.arange(_N_BUCKETS - 1) * _LOG_GROWTH), math.inf)
 
 
 class LatencyStats:
@@ -101,6 +104,19 @@ class LatencyStats:
         used = np.flatnonzero(counts)
         lower = np.where(used == 0, 0.0, _LOWEST_S * np.exp((used - 1) * _LOG_GROWTH))
         return lower, counts[used]
+
+    def cumulative_counts(self, bounds: Sequence[float]) -> list[int]:
+        """Samples at most each of the ascending ``bounds`` (seconds), then all
+        of them: the buckets of a Prometheus histogram (``le``, then ``+Inf``).
+
+        A bucket counts under a bound only when its whole range is below it,
+        so a sample up to 2 % under a bound may count under the next one,
+        never the reverse. Safe to call while another thread records: it
+        reads one snapshot, and its last figure is that snapshot's total.
+        """
+        counts = np.cumsum(list(self._counts))  # one snapshot of the buckets
+        below = np.searchsorted(_UPPER_S, np.asarray(bounds, dtype=float), side="right")
+        return [int(counts[n - 1]) if n else 0 for n in below] + [int(counts[-1])]
 
     def to_dict(self) -> dict[str, Any]:
         """Summary in milliseconds; ``None`` for figures of an empty distribution."""
