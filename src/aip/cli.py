@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aip.backends.base import REGISTRY, BackendSpec, BackendUnavailable, check_available, prepare
+from aip.config import fraction, positive_float, positive_int
+from aip.errors import AipError, SourceError, exit_code, exit_codes_help
 from aip.pipeline.streams import POLICIES
 
 if TYPE_CHECKING:
@@ -214,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   if args.metrics_port else None)
         # Opened here, so that a wrong path or a dead camera fails before any
         # worker starts; the pipeline reopens a stream from its spec if it fails.
-        sources = [opened.enter_context(open_source(spec)) for spec in specs]
+        sources = [opened.enter_context(_open_source(open_source, spec)) for spec in specs]
         shapes = [tuple(source.shape) for source in sources]
         largest = (max(h for h, _, _ in shapes), max(w for _, w, _ in shapes), 3)
         first = sources[0]
@@ -240,10 +242,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 calibration = pipeline.calibrate(frame, refresh=args.recalibrate)
                 say(f"weights {dict(zip(pipeline.labels, pipeline.weights))}, calibrated "
                     f"together {calibration.ideal_fps:.1f} FPS")
-            for spec, source in zip(specs, sources):
+            per_stream = getattr(args, "stream_options", [])  # from a config file's [[streams]]
+            for index, (spec, source) in enumerate(zip(specs, sources)):
                 fps = source.fps if args.realtime and source.fps else None
-                pipeline.add_stream(source, name=spec if len(specs) > 1 else None, fps=fps,
-                                    max_frames=args.frames, reopen=spec)
+                options = {"name": spec if len(specs) > 1 else None, "fps": fps, "max_frames": args.frames,
+                           **(per_stream[index] if index < len(per_stream) else {})}
+                pipeline.add_stream(source, reopen=spec, **options)
             if args.jsonl:
                 sinks.append(JsonLinesSink(args.jsonl))
             if args.video:
@@ -268,6 +272,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.plot:
         pipeline.metrics.plot(args.plot)
     return 0
+
+
+def _open_source(open_source: Any, spec: str) -> Any:
+    """``open_source(spec)``; any failure is a SourceError that names the source."""
+    try:
+        return open_source(spec)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise SourceError(str(error)) from error
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -298,7 +310,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aip", description=__doc__,
+    parser = argparse.ArgumentParser(prog="aip", description=__doc__, epilog=exit_codes_help(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -315,20 +327,22 @@ def build_parser() -> argparse.ArgumentParser:
                      "synthetic[:WxH], or sample[:FRAMES]; several run as streams side by side "
                      "(default: a 120-frame video made from ultralytics' bundled photos)")
     run.add_argument("--streams", metavar="FILE", help="more sources, one per line")
+    run.add_argument("--config", metavar="FILE",
+                     help="read these flags from a TOML file (see the README); flags given here win")
     backend_options(run)
     run.add_argument("--mode", choices=("static", "adaptive", "pull"), default="static")
-    run.add_argument("--fps", type=float, help="pace input to this many frames per second")
+    run.add_argument("--fps", type=positive_float, help="pace input to this many frames per second")
     run.add_argument("--realtime", action="store_true", help="pace each stream to its source's own rate")
     run.add_argument("--on-full", choices=POLICIES, default="block",
                      help="when every slot is busy (default block: lose nothing; latest: only "
                      "each stream's freshest frame waits)")
-    run.add_argument("--max-age-ms", type=float, metavar="MS",
+    run.add_argument("--max-age-ms", type=positive_float, metavar="MS",
                      help="skip (count as late) a frame older than this when a worker would take it")
-    run.add_argument("--stream-timeout", type=float, default=10.0, metavar="S",
+    run.add_argument("--stream-timeout", type=positive_float, default=10.0, metavar="S",
                      help="a stream that gives no frame for this long is reconnected (default 10)")
-    run.add_argument("--frames", type=int, help="stop after this many frames")
-    run.add_argument("--conf", type=float, default=0.25)
-    run.add_argument("--iou", type=float, default=0.7)
+    run.add_argument("--frames", type=positive_int, help="stop after this many frames")
+    run.add_argument("--conf", type=fraction, default=0.25, help="confidence threshold, 0-1")
+    run.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold, 0-1")
     run.add_argument("--recalibrate", action="store_true", help="measure again, ignore the cache")
     run.add_argument("--jsonl", metavar="PATH", help="write one JSON line per frame")
     run.add_argument("--video", metavar="PATH", help="write an annotated video")
@@ -382,18 +396,37 @@ def _bench(rest: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``aip ...``: the exit code says how it ended (see :mod:`aip.errors`)."""
     logging.basicConfig(level=logging.WARNING, format="aip: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "config", None):
+            from aip.config import apply
+
+            args = apply(args, argv, build_parser)
         return int(args.handler(args))
     except KeyboardInterrupt:
         print("aip: interrupted", file=sys.stderr)
-        return 130
-    except ModuleNotFoundError as error:
-        print(f"aip: error: {error.name} is not installed; the full set: "
-              "pip install 'aip[torch,onnx,ultralytics,video]'", file=sys.stderr)
-        return 1
-    except (BackendUnavailable, FileNotFoundError, ValueError, ConnectionError, RuntimeError,
-            TimeoutError, OSError) as error:
-        print(f"aip: error: {error}", file=sys.stderr)
-        return 1
+        return exit_code(KeyboardInterrupt())
+    except Exception as error:  # every error ends as one line and its documented code
+        print(f"aip: error: {_describe(error)}", file=sys.stderr)
+        if os.environ.get("AIP_TRACEBACK"):
+            import traceback
+
+            traceback.print_exc()
+        return exit_code(error)
+
+
+# What a person can act on; anything else is a bug in aip, reported as one.
+_EXPECTED = (AipError, BackendUnavailable, OSError, ValueError, RuntimeError, TimeoutError)
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, ModuleNotFoundError):
+        return (f"{error.name} is not installed; the full set: "
+                "pip install 'aip[torch,onnx,ultralytics,video,observe]'")
+    if isinstance(error, _EXPECTED):
+        return str(error) or type(error).__name__
+    return (f"internal error {type(error).__name__}: {error} (a bug in aip: run again with "
+            "AIP_TRACEBACK=1 and report what it prints)")

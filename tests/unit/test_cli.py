@@ -44,17 +44,17 @@ def test_run_on_sim_workers_writes_jsonl_and_metrics(tmp_path: Path, capsys: pyt
 
 
 @pytest.mark.parametrize(
-    "argv, message",
+    "argv, message, code",
     [
-        (["run", "/no/such/video.mp4", "-b", "sim:0.01"], "not found"),
-        (["run", "-b", "tpu"], "unknown backend 'tpu'"),
-        (["run", "-b", "sim:0.01", "--mode", "pull", "synthetic:0x0"], "h, w >= 1"),
+        (["run", "/no/such/video.mp4", "-b", "sim:0.01"], "not found", 3),
+        (["run", "-b", "tpu"], "unknown backend 'tpu'", 2),
+        (["run", "-b", "sim:0.01", "--mode", "pull", "synthetic:0x0"], "h, w >= 1", 3),
     ],
 )
 def test_bad_input_exits_nonzero_with_a_clear_message(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    argv: list[str], message: str, code: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(argv) == 1
+    assert main(argv) == code
     err = capsys.readouterr().err
     assert err.startswith("aip: error:") and message in err
     assert mp.active_children() == []

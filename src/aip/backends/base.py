@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from aip.errors import UsageError
+
 # name -> module defining a Backend subclass called ``BACKEND``
 REGISTRY = {
     "sim": "aip.backends.sim",
@@ -25,9 +27,38 @@ REGISTRY = {
     "coreml": "aip.backends.coreml_backend",
 }
 
+# The options each backend reads, checked before anything starts: a typo in
+# ``-b onnx:thread=1`` is an error that lists these, not a setting silently
+# ignored. A backend module reads no option that is not declared here
+# (tests/unit/test_backend_options.py holds each module to its set).
+_COMMON_OPTIONS = frozenset({"model", "imgsz", "seed"})
+_TORCH_OPTIONS = _COMMON_OPTIONS | {
+    "device", "threads",
+    # CudaTuning (cuda only; cpu and mps reject them with their own message)
+    "half", "pinned", "stream", "channels_last", "graphs", "cudnn_benchmark",
+}
+BACKEND_OPTIONS: dict[str, frozenset[str]] = {
+    # model and imgsz are accepted and ignored: a sim worker stands in a spec list beside real ones
+    "sim": _COMMON_OPTIONS | {"latency_s", "jitter_s", "slowdown_after", "slowdown_factor",
+                              "crash_on", "raise_on", "crash_after", "die_after_put_on"},
+    "cpu": _TORCH_OPTIONS,
+    "cuda": _TORCH_OPTIONS,
+    "mps": _TORCH_OPTIONS,
+    "onnx": _COMMON_OPTIONS | {"threads", "spin", "provider", "providers", "device", "half"},
+    "coreml": _COMMON_OPTIONS | {"compute_units", "half"},
+}
+
 
 class BackendUnavailable(RuntimeError):
     """This machine cannot run the backend; the message says why and what to do."""
+
+
+class UnknownBackendError(BackendUnavailable, ValueError):
+    """No backend has this name (a usage error: the message lists the names)."""
+
+
+class BackendOptionError(UsageError):
+    """A backend spec names an option that backend does not have."""
 
 
 @dataclass(frozen=True)
@@ -103,8 +134,9 @@ class Backend(ABC):
 def backend_class(name: str) -> type[Backend]:
     """The Backend subclass registered as ``name``."""
     if name not in REGISTRY:
-        raise BackendUnavailable(
-            f"unknown backend {name!r}; known backends: {', '.join(sorted(REGISTRY))}"
+        raise UnknownBackendError(
+            f"unknown backend {name!r}; known backends: {', '.join(sorted(REGISTRY))} "
+            "(aip backends says which run here)"
         )
     module = importlib.import_module(REGISTRY[name])
     cls: type[Backend] = module.BACKEND
@@ -121,6 +153,23 @@ def prepare(spec: BackendSpec) -> BackendSpec:
     return backend_class(spec.name).prepare(spec)
 
 
+def check_options(spec: BackendSpec) -> None:
+    """Raise BackendOptionError if ``spec`` names an option its backend does not read."""
+    known = BACKEND_OPTIONS.get(spec.name)
+    if known is None:
+        return
+    unknown = sorted(set(spec.options) - known)
+    if unknown:
+        some = ", ".join(repr(name) for name in unknown)
+        raise BackendOptionError(
+            f"backend {spec.name} has no option{'s' if len(unknown) > 1 else ''} {some}; "
+            f"its options: {', '.join(sorted(known))} (e.g. -b {spec.name}:"
+            f"{'latency_s=0.02' if spec.name == 'sim' else 'threads=1'})")
+
+
 def check_available(spec: BackendSpec) -> None:
-    """Raise BackendUnavailable with the reason if ``spec`` cannot run here."""
-    backend_class(spec.name).check_available(spec)
+    """Raise BackendUnavailable with the reason if ``spec`` cannot run here
+    (UnknownBackendError, BackendOptionError: the spec itself is wrong)."""
+    cls = backend_class(spec.name)
+    check_options(spec)
+    cls.check_available(spec)
