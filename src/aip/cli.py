@@ -170,9 +170,14 @@ def _skip(skipped: dict[str, str], name: str, reason: str) -> None:
 
 def _imgsz(text: str) -> tuple[int, int]:
     parts = text.lower().replace("x", ",").split(",")
-    if len(parts) == 1:
-        return int(parts[0]), int(parts[0])
-    return int(parts[0]), int(parts[1])
+    try:
+        if len(parts) == 1:
+            return int(parts[0]), int(parts[0])
+        if len(parts) == 2:
+            return int(parts[0]), int(parts[1])
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"write one size or HxW, e.g. 640 or 480x640; got {text!r}")
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
@@ -216,7 +221,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                   if args.metrics_port else None)
         # Opened here, so that a wrong path or a dead camera fails before any
         # worker starts; the pipeline reopens a stream from its spec if it fails.
-        sources = [opened.enter_context(_open_source(open_source, spec)) for spec in specs]
+        sources = [opened.enter_context(_open_source(open_source, spec, args.stream_timeout))
+                   for spec in specs]
         shapes = [tuple(source.shape) for source in sources]
         largest = (max(h for h, _, _ in shapes), max(w for _, w, _ in shapes), 3)
         first = sources[0]
@@ -274,10 +280,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_source(open_source: Any, spec: str) -> Any:
-    """``open_source(spec)``; any failure is a SourceError that names the source."""
+def _open_source(open_source: Any, spec: str, timeout_s: float) -> Any:
+    """``open_source(spec)``; any failure is a SourceError that names the source.
+
+    A camera or stream URL gets ``timeout_s`` per try and one retry: a typo
+    in a URL or a camera that is off fails in seconds, not after the
+    back-off a running stream gets.
+    """
+    from aip.sources import STREAM_SCHEMES
+
+    is_stream = spec.isdigit() or spec.lower().startswith(STREAM_SCHEMES)
     try:
+        if is_stream:
+            return open_source(spec, read_timeout_s=timeout_s, reconnect_attempts=1)
         return open_source(spec)
+    except ConnectionError as error:
+        raise SourceError(f"{error}: check the address and that the camera or server is up "
+                          "(--stream-timeout S waits longer)") from error
     except (OSError, ValueError, RuntimeError) as error:
         raise SourceError(str(error)) from error
 
@@ -414,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("AIP_TRACEBACK"):
             import traceback
 
-            traceback.print_exc()
+            traceback.print_exc()  # a worker's own traceback is in the message, printed here too
         return exit_code(error)
 
 
@@ -426,7 +445,12 @@ def _describe(error: Exception) -> str:
     if isinstance(error, ModuleNotFoundError):
         return (f"{error.name} is not installed; the full set: "
                 "pip install 'aip[torch,onnx,ultralytics,video,observe]'")
+    text = str(error)
+    if "\nTraceback (most recent call last):" in text:  # a worker's traceback, sent back as text
+        lines = [line for line in text.splitlines() if line.strip()]
+        return (f"{lines[0].rstrip(':')}: {lines[-1].strip()}"
+                + ("" if os.environ.get("AIP_TRACEBACK") else " (AIP_TRACEBACK=1 shows its traceback)"))
     if isinstance(error, _EXPECTED):
-        return str(error) or type(error).__name__
+        return text or type(error).__name__
     return (f"internal error {type(error).__name__}: {error} (a bug in aip: run again with "
             "AIP_TRACEBACK=1 and report what it prints)")

@@ -13,7 +13,7 @@ EXIT_OK = 0  # the run finished, every frame delivered or counted
 EXIT_RUNTIME = 1  # anything else that went wrong while running (a worker crashed, ...)
 EXIT_USAGE = 2  # a bad flag, value, config file, model or backend name: fix the command
 EXIT_SOURCE = 3  # a source could not be opened or read, or a stream was evicted
-EXIT_BACKEND = 4  # a backend named cannot run on this machine (no GPU, runtime not installed)
+EXIT_BACKEND = 4  # a backend cannot run here (no GPU, runtime not installed, its worker cannot load)
 EXIT_SIGINT = 130  # stopped by Ctrl-C (SIGINT) after draining
 EXIT_SIGTERM = 143  # stopped by SIGTERM after draining
 
@@ -22,7 +22,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_RUNTIME: "runtime error (a worker crashed, an internal error)",
     EXIT_USAGE: "usage error (bad flag, value, config file, model or backend name)",
     EXIT_SOURCE: "source error (cannot open or read a source; a stream was evicted)",
-    EXIT_BACKEND: "backend unavailable on this machine (hardware or runtime missing)",
+    EXIT_BACKEND: "backend unavailable (no such device, runtime not installed, a worker cannot load it)",
     EXIT_SIGINT: "interrupted by SIGINT (Ctrl-C), after draining",
     EXIT_SIGTERM: "terminated by SIGTERM, after draining",
 }
@@ -58,6 +58,7 @@ class SourceError(AipError):
 def exit_code(error: BaseException) -> int:
     """The exit code that ``error`` ends a command with."""
     from aip.backends.base import BackendUnavailable
+    from aip.pipeline.pool import WorkerError
     from aip.pipeline.streams import StreamError
 
     if isinstance(error, AipError):
@@ -69,6 +70,9 @@ def exit_code(error: BaseException) -> int:
         return EXIT_USAGE if isinstance(error, ValueError) else EXIT_BACKEND
     if isinstance(error, ModuleNotFoundError):
         return EXIT_BACKEND  # a runtime that is not installed
+    if isinstance(error, WorkerError) and error.worker is not None \
+            and "start" in str(error).partition("\n")[0]:
+        return EXIT_BACKEND  # a worker could not load its backend (runtime, device or model)
     if isinstance(error, StreamError):  # a stream was evicted (the others were delivered)
         return EXIT_SOURCE
     if isinstance(error, (ConnectionError, TimeoutError)):
