@@ -123,3 +123,13 @@ def test_config_errors_exit_with_the_usage_code(tmp_path: Path, capsys: pytest.C
     assert err.count("\n") == 1 and "unknown key 'speed'" in err and "known keys:" in err
     assert main(["run", "--config", str(tmp_path / "missing.toml")]) == EXIT_USAGE
     assert "not found" in capsys.readouterr().err
+
+
+def test_the_readme_example_is_a_valid_config(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("```toml\n# aip.toml\n", 1)[1].split("```", 1)[0]
+    args = _args(tmp_path, example)
+    assert args.backend == ["onnx:threads=1", "cpu:threads=1"]  # type: ignore[attr-defined]
+    assert args.sources == ["rtsp://camera-1/stream", "yard.mp4"]  # type: ignore[attr-defined]
+    assert args.stream_options[0]["name"] == "door"  # type: ignore[attr-defined]
+    assert args.stream_options[1] == {"max_frames": 1000}  # type: ignore[attr-defined]
