@@ -8,6 +8,7 @@ SUITES = {
     "pipeline": "aip.bench.pipeline",
     "yolo": "aip.bench.yolo",
     "preprocess": "aip.bench.preprocess",
+    "soak": "aip.bench.soak",
 }
 DEFAULT_SUITE = "ring"
 
