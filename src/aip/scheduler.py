@@ -34,6 +34,7 @@ __all__ = [
     "PullScheduler",
     "Scheduler",
     "StaticScheduler",
+    "NoLiveBackendError",
     "integer_weights",
     "make_scheduler",
     "weighted_cycle",
@@ -158,6 +159,10 @@ def integer_weights(
     return best_weights, best_error
 
 
+class NoLiveBackendError(RuntimeError):
+    """Every backend of the schedule is dead (perhaps for now: restarts)."""
+
+
 class Scheduler(Protocol):
     """What the manager needs from a scheduling policy."""
 
@@ -175,7 +180,11 @@ class Scheduler(Protocol):
         ...
 
     def mark_dead(self, backend: int) -> None:
-        """Stop scheduling frames to ``backend`` for good."""
+        """Stop scheduling frames to ``backend`` (until :meth:`revive`)."""
+        ...
+
+    def revive(self, backend: int, weight: int) -> None:
+        """Schedule frames to ``backend`` again (a restarted worker), at ``weight``."""
         ...
 
 
@@ -186,7 +195,9 @@ class _CycleScheduler:
         self._weights = _weight_dict(weights)
         if not self._weights:
             raise ValueError("a cycle scheduler needs at least one backend with weight > 0")
-        self._known = set(self._weights)
+        # Backends at weight 0 are known too: a dead or restarted one can be named.
+        items = weights.items() if isinstance(weights, Mapping) else enumerate(weights)
+        self._known = {int(backend) for backend, _ in items}
         self._dead: set[int] = set()
         self._rng = random.Random(seed)
         self._cycle: list[int] = []
@@ -210,7 +221,7 @@ class _CycleScheduler:
         ``frame_id``, so shares stay exact when frame ids skip (drops).
         """
         if not self._cycle:
-            raise RuntimeError("no live backend left to schedule frames to")
+            raise NoLiveBackendError("no live backend left to schedule frames to")
         hint = self._cycle[self._position]
         self._position = (self._position + 1) % len(self._cycle)
         return hint
@@ -224,6 +235,13 @@ class _CycleScheduler:
         self._dead.add(backend)
         if backend in self._weights:
             self._set_weights({b: w for b, w in self._weights.items() if b != backend})
+
+    def revive(self, backend: int, weight: int) -> None:
+        """Put a dead ``backend`` back into the cycle at ``weight`` (a restart)."""
+        self._check_known(backend)
+        self._dead.discard(backend)
+        if weight > 0:
+            self._set_weights({**self._weights, backend: weight})
 
     def _check_known(self, backend: int) -> None:
         if backend not in self._known:
@@ -365,6 +383,10 @@ class PullScheduler:
     def mark_dead(self, backend: int) -> None:
         """Drop ``backend`` from the reported weights; hints are unaffected."""
         self._weights.pop(backend, None)
+
+    def revive(self, backend: int, weight: int) -> None:
+        """Report ``backend`` live again; hints are unaffected."""
+        self._weights[backend] = weight
 
 
 SCHEDULER_MODES: Final = ("static", "adaptive", "pull")

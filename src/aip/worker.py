@@ -31,6 +31,7 @@ from aip.backends.base import BackendSpec, create
 
 RESULT_OK = 0
 RESULT_LATE = 1  # claimed after its deadline: skipped, not run
+RESULT_FAILED = 2  # raised in every worker that tried it (max_attempts): given up
 
 # How long a blocked claim or put waits before checking that the manager
 # still exists: the bound on how long an orphaned worker can linger.
@@ -43,7 +44,7 @@ def result_dtype(max_detections: int) -> np.dtype[Any]:
         [
             ("frame_id", "<u8"),  # the slot's frame id: unique over the pipeline's life
             ("worker", "<u4"),
-            ("status", "<u4"),  # RESULT_OK or RESULT_LATE
+            ("status", "<u4"),  # RESULT_OK, RESULT_LATE or RESULT_FAILED
             ("n_detections", "<u4"),
             ("stream", "<u4"),  # from the frame's header
             ("stream_frame_id", "<u8"),
@@ -69,6 +70,7 @@ class WorkerConfig:
     max_detections: int = 100
     conf: float = 0.25
     iou: float = 0.7
+    max_attempts: int = 2  # workers a frame may fail in before it is given up
 
 
 def worker_main(config: WorkerConfig, events: Any) -> None:
@@ -77,9 +79,11 @@ def worker_main(config: WorkerConfig, events: Any) -> None:
 
     # The manager said it once when it prepared the model; not once per worker.
     warnings.filterwarnings("ignore", category=RandomWeightsWarning)
-    # Ctrl-C reaches the whole process group: the manager handles it and shuts
-    # the workers down through the SlotTable, so they finish cleanly.
+    # Ctrl-C and a service manager's SIGTERM reach the whole process group:
+    # the manager handles them, drains, and shuts the workers down through
+    # the SlotTable, so they finish the frames in flight first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         run_worker(config, events)
     except BaseException:
@@ -89,7 +93,7 @@ def worker_main(config: WorkerConfig, events: Any) -> None:
 
 def run_worker(config: WorkerConfig, events: Any) -> None:
     from aip.pipeline.frames import SlotFrames
-    from aip.ring import Closed, ResultRing, SlotStateError, SlotTable
+    from aip.ring import HINT_ANY, Closed, ResultRing, SlotStateError, SlotTable
 
     parent = os.getppid()
     table = SlotTable.attach(config.table_name)
@@ -118,14 +122,27 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
             start = time.perf_counter_ns()
             header, image = frames.frame(slot)
             deadline = int(header["deadline_ns"][0])
+            n = 0
             if deadline and start > deadline:
                 record["status"] = RESULT_LATE
-                n = 0
             else:
-                record["status"] = RESULT_OK
-                detections = infer_frame(image)
-                n = min(len(detections), config.max_detections)
-                record["detections"][:n] = detections[:n]
+                try:
+                    detections = infer_frame(image)
+                except Exception:  # noqa: BLE001 - one frame's failure, not the worker's
+                    header["attempts"] += 1
+                    failed = int(header["attempts"][0]) >= config.max_attempts
+                    events.put(("frame_error", config.worker_id,
+                                (int(header["stream"][0]), int(header["stream_frame_id"][0]),
+                                 failed, traceback.format_exc())))
+                    if not failed:
+                        # Another worker tries it: back to READY, for anyone.
+                        table.reclaim(config.worker_id, HINT_ANY)
+                        continue
+                    record["status"] = RESULT_FAILED
+                else:
+                    record["status"] = RESULT_OK
+                    n = min(len(detections), config.max_detections)
+                    record["detections"][:n] = detections[:n]
             info = table.slot_info(slot)
             record["frame_id"] = info["frame_id"]
             record["stream"] = header["stream"][0]
@@ -137,6 +154,7 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
             record["t_infer_end_ns"] = time.perf_counter_ns()
             record["n_detections"] = n
             _put(ring, record.tobytes(), parent)
+            backend.after_result()
             try:
                 table.release(slot, config.worker_id)
             except SlotStateError:

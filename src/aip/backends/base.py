@@ -127,6 +127,10 @@ class Backend(ABC):
     def infer(self, batch: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """Run the model on one input; return its raw output (1, 4+nc, N)."""
 
+    def after_result(self) -> None:
+        """Called once a frame's result is out, before its slot is released
+        (a hook: statistics; fault injection in ``sim``)."""
+
     def close(self) -> None:
         """Free the runtime's resources."""
 

@@ -3,10 +3,17 @@
 For scheduler tests and studies only: it never stands in for a real backend
 in a claim. ``latency_s`` is the service time; ``jitter_s`` adds a uniform
 random ±jitter; ``slowdown_after`` / ``slowdown_factor`` make it slow down
-after that many frames (the drift scenario).
+after that many frames (the drift scenario). Fault injection, for the
+failure-path tests: a frame whose first byte equals ``crash_on`` kills the
+worker process (as a segfault in a driver would), one whose first byte
+equals ``raise_on`` makes ``infer`` raise, ``crash_after`` kills it after
+that many frames, and ``die_after_put_on`` kills it once the result of such
+a frame is out but before its slot is released.
 """
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Any
 
@@ -30,6 +37,12 @@ class SimBackend(Backend):
         self.slowdown_factor = float(options.get("slowdown_factor", 1.0))
         self._rng = np.random.default_rng(options.get("seed"))
         self._frames = 0
+        self.crash_on = None if options.get("crash_on") is None else int(options["crash_on"])
+        self.raise_on = None if options.get("raise_on") is None else int(options["raise_on"])
+        self.crash_after = None if options.get("crash_after") is None else int(options["crash_after"])
+        self.die_after_put_on = (None if options.get("die_after_put_on") is None
+                                 else int(options["die_after_put_on"]))
+        self._last_first: int | None = None
 
     @property
     def device(self) -> str:
@@ -52,9 +65,21 @@ class SimBackend(Backend):
         return max(latency, 0.0)
 
     def infer(self, batch: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        first = int(batch.flat[0]) if batch.size else None
+        self._last_first = first
+        if self.crash_after is not None and self._frames >= self.crash_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if first is not None and first == self.crash_on:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if first is not None and first == self.raise_on:
+            raise RuntimeError(f"sim: frame starting with {first} (raise_on)")
         time.sleep(self.service_time())
         self._frames += 1
         return EMPTY_OUTPUT
+
+    def after_result(self) -> None:
+        if self.die_after_put_on is not None and self._last_first == self.die_after_put_on:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 BACKEND = SimBackend

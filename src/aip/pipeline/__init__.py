@@ -136,6 +136,9 @@ class Pipeline:
         stream_timeout_s: float = 10.0,
         max_reconnects: int = 3,
         reconnect_backoff_s: float = 0.5,
+        max_attempts: int = 2,
+        restart_workers: bool = False,
+        max_restarts_per_minute: int = 3,
         on_event: Callable[[StreamEvent], None] | None = None,
     ) -> None:
         if not backends:
@@ -164,7 +167,9 @@ class Pipeline:
         self.pool = WorkerPool(
             backends, self.labels, n_slots=n_slots or default_slots(len(backends)),
             max_detections=max_detections, conf=conf, iou=iou,
-            start_timeout_s=start_timeout_s, stall_timeout_s=stall_timeout_s)
+            start_timeout_s=start_timeout_s, stall_timeout_s=stall_timeout_s,
+            max_attempts=max_attempts, restart_workers=restart_workers,
+            max_restarts_per_minute=max_restarts_per_minute)
         self.calibration: CalibrationResult | None = None
         self.metrics = Metrics()
         self.events: list[StreamEvent] = []
@@ -177,6 +182,7 @@ class Pipeline:
         self._running = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._drain_deadline: float | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -279,6 +285,16 @@ class Pipeline:
         """End a run started with ``until_stopped=True`` once its streams are done."""
         self._stop.set()
 
+    def drain(self, timeout_s: float | None = None) -> None:
+        """Stop taking frames in, and end the run once the frames in flight
+        are delivered (or after ``timeout_s``). For SIGTERM and Ctrl-C;
+        safe to call from a signal handler or another thread."""
+        if timeout_s is not None:
+            self._drain_deadline = time.monotonic() + timeout_s
+        for stream in list(self._streams.values()):
+            stream.stop()
+        self._stop.set()
+
     def _make_stream(self, source: Any, name: str | None, options: StreamOptions,
                      reopen: str | int | Path | None) -> Stream:
         from aip.sources import open_source
@@ -294,8 +310,8 @@ class Pipeline:
         elif not hasattr(source, "read_into"):
             iterator = iter(source)
             item = next(iterator, None)
-            if item is not None:
-                first = item if isinstance(item, tuple) else (item, time.perf_counter_ns())
+            if item is not None:  # stamped when the run takes it (0: not yet), unless it came stamped
+                first = item if isinstance(item, tuple) else (item, 0)
             source = iterator
         self._stream_count += 1
         return Stream(
@@ -396,7 +412,8 @@ class Pipeline:
             metrics.ideal_fps = self.calibration.ideal_fps if self.calibration else None
             loop = RunLoop(self.pool, self._streams, hints, metrics,
                            stream_timeout_s=self.stream_timeout_s, on_event=self._emit,
-                           keep_running=lambda: until_stopped and not self._stop.is_set())
+                           keep_running=lambda: until_stopped and not self._stop.is_set(),
+                           stop_when=self._drain_expired, weight_of=self._weight_of)
             with self._lock:
                 self._hints = hints
                 for stream in list(self._streams.values()):
@@ -408,6 +425,7 @@ class Pipeline:
                 self._running = False
                 self._hints = None
             self._stop.clear()
+            self._drain_deadline = None
             if loop is not None and not complete:
                 loop.finish()
             for stream in self._streams.values():
@@ -424,12 +442,20 @@ class Pipeline:
         if failures:
             raise StreamError(failures)
 
+    def _drain_expired(self) -> bool:
+        return self._drain_deadline is not None and time.monotonic() > self._drain_deadline
+
+    def _weight_of(self, worker: int) -> int:
+        """A restarted worker's weight: its calibrated one (an adaptive
+        schedule measures it again online), at least 1."""
+        return max(self.weights[worker], 1) if worker < len(self.weights) else 1
+
     def _shape_for(self, streams: list[Stream]) -> tuple[int, int, int]:
         """Slots big enough for every stream's frames."""
         height, width = 1, 1
         for stream in streams:
             shape = stream.frame_shape()
-            if shape is not None:
+            if shape is not None and len(shape) >= 2:
                 height, width = max(height, shape[0]), max(width, shape[1])
         if self.pool.started:
             assert self.pool.max_frame_shape is not None
@@ -493,28 +519,42 @@ class Pipeline:
                         StreamOptions(policy="block"), spec=None, opener=None,
                         first=(frame, time.perf_counter_ns()), keep_frames=False,
                         max_reconnects=0, reconnect_backoff_s=0.0)
-        loop = RunLoop(self.pool, {stream.index: stream}, hints, Metrics(),
-                       stream_timeout_s=self.stream_timeout_s, on_event=lambda event: None)
         counts = dict.fromkeys(workers, 0)
         warm = dict.fromkeys(alive, 0)
         started_ns = 0
+        # A worker may die (or never answer) during a phase: the phase ends by
+        # this deadline anyway, without it, and says so.
+        deadline = time.monotonic() + seconds + self.pool.stall_timeout_s
+
+        def phase_over() -> bool:
+            for worker in list(warm):
+                if not self.pool.workers[worker].alive:
+                    log.warning("worker %s died during calibration: it is measured at 0 FPS",
+                                self.labels[worker])
+                    del warm[worker]
+            if not warm or time.monotonic() > deadline:
+                return True
+            return bool(started_ns) and time.perf_counter_ns() - started_ns >= seconds * 1e9
+
+        loop = RunLoop(self.pool, {stream.index: stream}, hints, Metrics(),
+                       stream_timeout_s=self.stream_timeout_s, on_event=lambda event: None,
+                       stop_when=phase_over)
         stream.start(self.pool, hints, self._ids)
         try:
             for result in loop.results():
-                if not isinstance(result, FrameResult):
+                if not isinstance(result, FrameResult) or result.worker not in warm:
                     continue
-                if warm.get(result.worker, warmup_frames) < warmup_frames:
+                if warm[result.worker] < warmup_frames:
                     warm[result.worker] += 1
                     if not started_ns and min(warm.values()) >= warmup_frames:
                         started_ns = time.perf_counter_ns()
                 elif started_ns and result.t_infer_end_ns > started_ns:
                     counts[result.worker] += 1
-                if started_ns and time.perf_counter_ns() - started_ns >= seconds * 1e9:
-                    break
         finally:
             elapsed = (time.perf_counter_ns() - started_ns) / 1e9 if started_ns else 0.0
             loop.finish()
-        return {worker: count / elapsed if elapsed > 0 else 0.0 for worker, count in counts.items()}
+        return {worker: count / elapsed if elapsed > 0 and worker in warm else 0.0
+                for worker, count in counts.items()}
 
 
 class _Targets:

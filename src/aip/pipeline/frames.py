@@ -23,7 +23,8 @@ FRAME_HEADER = np.dtype(
         ("stream_frame_id", "<u8"),  # the frame's position in its stream, from 0
         ("t_capture_ns", "<i8"),  # the source got the frame (perf_counter_ns clock)
         ("deadline_ns", "<i8"),  # a claim after this is late: skipped, not run; 0: none
-        ("_reserved", "V32"),
+        ("attempts", "<u4"),  # workers that failed on it (raised, or died holding it)
+        ("_reserved", "V28"),
     ]
 )
 HEADER_BYTES = 64

@@ -26,7 +26,8 @@ from aip.metrics import Metrics, StreamMetrics
 from aip.pipeline.streams import Hints, Stream, StreamEvent
 from aip.reorder import DuplicateFrameError, Gap
 from aip.results import FrameResult
-from aip.worker import RESULT_LATE
+from aip.pipeline.pool import FailedFrame
+from aip.worker import RESULT_FAILED, RESULT_LATE
 
 # Longest the loop sleeps waiting for results before it looks at the
 # workers, the streams and the clock again. Short enough to notice a dead
@@ -52,6 +53,8 @@ class RunLoop:
         stream_timeout_s: float,
         on_event: Callable[[StreamEvent], None],
         keep_running: Callable[[], bool] = lambda: False,
+        stop_when: Callable[[], bool] = lambda: False,
+        weight_of: Callable[[int], int] = lambda worker: 1,
     ) -> None:
         self.pool = pool
         self.streams = streams
@@ -60,6 +63,8 @@ class RunLoop:
         self.stream_timeout_s = stream_timeout_s
         self.on_event = on_event
         self.keep_running = keep_running  # True: do not end when every stream is complete
+        self.stop_when = stop_when  # True: end now, complete or not (a deadline)
+        self.weight_of = weight_of  # a restarted worker's weight in the schedule
         self.start_ns = time.perf_counter_ns()
         self._next_health = 0.0
 
@@ -84,6 +89,8 @@ class RunLoop:
             yield from self.release()
 
     def done(self) -> bool:
+        if self.stop_when():
+            return True
         return not self.keep_running() and all(s.complete for s in self.streams.values())
 
     def take_gaps(self) -> None:
@@ -105,8 +112,12 @@ class RunLoop:
             worker = int(record["worker"])
             frame_id = int(record["stream_frame_id"])
             label = self.pool.labels[worker]
-            if int(record["status"]) == RESULT_LATE:
+            status = int(record["status"])
+            if status == RESULT_LATE:
                 self._push(stream, frame_id, None, "late")
+                continue
+            if status == RESULT_FAILED:
+                self._push(stream, frame_id, None, "failed")
                 continue
             inference_s = (int(record["t_infer_end_ns"]) - int(record["t_infer_start_ns"])) / 1e9
             self.metrics.record_processed(label, inference_s)
@@ -126,13 +137,13 @@ class RunLoop:
         try:
             if result is None:
                 stream.reorder.mark_gap(frame_id, reason)
+                stream.kept.pop(frame_id, None)
                 if reason == "late":
                     stream.metrics.frames_late += 1
                     self.metrics.frames_late += 1
-                    stream.kept.pop(frame_id, None)
-                else:
+                else:  # dropped, failed or lost
+                    stream.metrics.frames_dropped += 1
                     self.metrics.frames_dropped += 1
-                    stream.metrics.frames_dropped += reason == "lost"  # the reader counted its own
             else:
                 stream.reorder.push(frame_id, result)
         except DuplicateFrameError:
@@ -154,7 +165,7 @@ class RunLoop:
                     yield item
 
     def check_health(self) -> None:
-        self.pool.check(self.hints.mark_dead)
+        self.pool.check(self.hints.mark_dead, self._failed, self._back)
         now = time.monotonic()
         held = None
         for stream in list(self.streams.values()):
@@ -164,6 +175,14 @@ class RunLoop:
             if stream.finished and not stream.complete:
                 held = self._streams_in_slots() if held is None else held
                 self._give_up_on_missing(stream, stream.index in held, now)
+
+    def _failed(self, frame: FailedFrame) -> None:
+        stream = self.streams.get(frame.stream)
+        if stream is not None:
+            self._push(stream, frame.stream_frame_id, None, "failed")
+
+    def _back(self, worker: int) -> None:
+        self.hints.revive(worker, self.weight_of(worker))
 
     def _streams_in_slots(self) -> set[int]:
         """Streams with a frame in a slot: published, in a worker's hands, or being written."""
@@ -200,7 +219,7 @@ class RunLoop:
             if counts["READY"] + counts["READING"] + counts["WRITING"] == 0 and all(
                     s.join(0) for s in self.streams.values()):
                 return
-            self.pool.check(self.hints.mark_dead)
+            self.pool.check(self.hints.mark_dead, self._failed, self._back)
 
 
 def _record_stream(metrics: StreamMetrics, latency_s: float, now_ns: int) -> None:

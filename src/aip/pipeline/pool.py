@@ -2,10 +2,16 @@
 
 Knows workers and slots, nothing of streams. The run loop asks it for
 results (:meth:`WorkerPool.receive`) and to look after the workers
-(:meth:`WorkerPool.check`): a worker that died has its frames reclaimed and
-re-targeted to any live worker; one that holds a frame past
-``stall_timeout_s`` is killed and treated the same. ``on_dead`` is the hook
-a scheduler (and, later, a restart policy) hangs on.
+(:meth:`WorkerPool.check`):
+
+- a worker that died has its frames reclaimed and re-targeted to any live
+  worker; one that holds a frame past ``stall_timeout_s`` is killed and
+  treated the same;
+- a frame that killed ``max_attempts`` workers (a poison frame) is taken out
+  instead and reported as failed, so that it cannot kill them all;
+- with ``restart_workers``, a dead worker is started again after a back-off,
+  at most ``max_restarts_per_minute`` times a minute; it rejoins the
+  schedule when it reports ready.
 """
 from __future__ import annotations
 
@@ -14,8 +20,9 @@ import math
 import multiprocessing as mp
 import queue
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,6 +54,23 @@ class Worker:
     process: Any
     device: str = "?"
     alive: bool = True
+    restarts: deque[float] = field(default_factory=deque)  # monotonic times, last minute
+    restart_at: float | None = None  # a restart is due then
+    starting: bool = False  # restarted, not ready yet
+
+
+@dataclass(frozen=True)
+class FailedFrame:
+    """A frame given up on: it failed (or killed) ``attempts`` workers."""
+
+    stream: int
+    stream_frame_id: int
+    message: str
+
+
+# Back-off before restarting a dead worker: doubles with each restart in
+# the last minute (a worker that keeps dying is not restarted in a loop).
+RESTART_BACKOFF_S = 0.5
 
 
 def default_slots(n_workers: int) -> int:
@@ -69,7 +93,15 @@ class WorkerPool:
         iou: float,
         start_timeout_s: float,
         stall_timeout_s: float,
+        max_attempts: int = 2,
+        restart_workers: bool = False,
+        max_restarts_per_minute: int = 3,
     ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self.max_attempts = max_attempts
+        self.restart_workers = restart_workers
+        self.max_restarts_per_minute = max_restarts_per_minute
         self.specs = list(specs)
         self.labels = list(labels)
         self.n_slots = n_slots
@@ -114,22 +146,27 @@ class WorkerPool:
             self.frames = SlotFrames(self.table, self.max_frame_shape)
             # one export for all workers of a spec, before they start
             self.specs = [prepare(spec) for spec in self.specs]
-            context = mp.get_context("spawn")
-            self._events = context.Queue()
+            self._events = mp.get_context("spawn").Queue()
             for index, (spec, label) in enumerate(zip(self.specs, self.labels)):
-                config = WorkerConfig(
-                    worker_id=index, spec=spec, table_name=self.table.name,
-                    ring_name=self.ring.name, max_frame_shape=self.max_frame_shape,
-                    max_detections=self.max_detections, conf=self.conf, iou=self.iou,
-                )
-                process = context.Process(target=worker_main, args=(config, self._events),
-                                          name=f"aip-worker-{label}", daemon=True)
-                process.start()
-                self.workers.append(Worker(index, label, spec, process))
+                self.workers.append(Worker(index, label, spec, self._spawn(index)))
             self._wait_until_ready()
         except BaseException:
             self.close()
             raise
+
+    def _spawn(self, index: int) -> Any:
+        assert self.max_frame_shape is not None
+        config = WorkerConfig(
+            worker_id=index, spec=self.specs[index], table_name=self.table.name,
+            ring_name=self.ring.name, max_frame_shape=self.max_frame_shape,
+            max_detections=self.max_detections, conf=self.conf, iou=self.iou,
+            max_attempts=self.max_attempts,
+        )
+        process = mp.get_context("spawn").Process(
+            target=worker_main, args=(config, self._events),
+            name=f"aip-worker-{self.labels[index]}", daemon=True)
+        process.start()
+        return process
 
     def _wait_until_ready(self) -> None:
         waiting = {w.index for w in self.workers}
@@ -194,32 +231,91 @@ class WorkerPool:
 
     # ---- health --------------------------------------------------------------
 
-    def check(self, on_dead: Callable[[int], None] | None = None) -> None:
-        """Kill stalled workers; hand a dead worker's frames to the others.
+    def check(
+        self,
+        on_dead: Callable[[int], None] | None = None,
+        on_failed: Callable[[FailedFrame], None] | None = None,
+        on_back: Callable[[int], None] | None = None,
+    ) -> None:
+        """Kill stalled workers; hand a dead worker's frames to the others
+        (or give up on a frame that killed ``max_attempts`` of them); restart
+        dead workers when asked to. ``on_dead(index)``, ``on_failed(frame)``
+        and ``on_back(index)`` tell the caller.
 
-        Raises :class:`WorkerError` when no worker is left.
+        Raises :class:`WorkerError` when no worker is left and none will come back.
         """
         from aip.ring import HINT_ANY
 
         self._kill_stalled()
+        self._drain_events(on_failed, on_back)
+        now = time.monotonic()
         for worker in self.workers:
-            if not worker.alive or worker.process.is_alive():
+            if worker.process.is_alive():
                 continue
-            worker.alive = False
-            self._drain_events()
-            reason = self.errors.get(worker.index, f"exit code {worker.process.exitcode}")
-            log.warning("worker %s died (%s); its frames go to the others", worker.label,
-                        reason.strip().splitlines()[-1])
-            self.table.reclaim(worker.index, HINT_ANY)
-            self.table.retarget(worker.index, HINT_ANY)
-            if on_dead is not None:
-                on_dead(worker.index)
-        if not any(w.alive for w in self.workers):
-            self._drain_events()
+            if worker.alive or worker.starting:
+                was_alive, worker.alive, worker.starting = worker.alive, False, False
+                self._drain_events(on_failed, on_back)
+                reason = self.errors.get(worker.index, f"exit code {worker.process.exitcode}")
+                last_line = reason.strip().splitlines()[-1] if reason.strip() else reason
+                log.warning("worker %s died (%s); its frames go to the others", worker.label, last_line)
+                self._give_up_poison(worker, last_line, on_failed)
+                self.table.reclaim(worker.index, HINT_ANY)
+                self.table.retarget(worker.index, HINT_ANY)
+                if was_alive and on_dead is not None:
+                    on_dead(worker.index)
+                if self.restart_workers:
+                    self._schedule_restart(worker, now)
+            if worker.restart_at is not None and now >= worker.restart_at:
+                self._restart(worker, now)
+        if not any(w.alive or w.starting or w.restart_at is not None for w in self.workers):
+            self._drain_events(on_failed, on_back)
             details = "\n".join(f"--- {self.labels[i]}:\n{text}" for i, text in self.errors.items())
             raise WorkerError("every worker died" + (f":\n{details}" if details else ""))
 
-    def _drain_events(self) -> None:
+    def _give_up_poison(self, worker: Worker, reason: str,
+                        on_failed: Callable[[FailedFrame], None] | None) -> None:
+        """Count one more attempt on each frame the dead worker held; take out
+        those that have had ``max_attempts`` (they would kill the next one too)."""
+        assert self.frames is not None
+        for slot in range(self.n_slots):
+            info = self.table.slot_info(slot)
+            if info["state"] != "READING" or info["owner"] != worker.index:
+                continue
+            header = self.frames.headers[slot]  # nobody else touches a dead worker's slot
+            header["attempts"] += 1
+            if int(header["attempts"][0]) < self.max_attempts:
+                continue
+            if self.table.take_from(slot, worker.index):
+                failed = FailedFrame(int(header["stream"][0]), int(header["stream_frame_id"][0]),
+                                     f"it killed {int(header['attempts'][0])} workers, the last "
+                                     f"{worker.label} ({reason})")
+                self.table.abort(slot)
+                log.warning("frame %d of stream %d given up: %s", failed.stream_frame_id,
+                            failed.stream, failed.message)
+                if on_failed is not None:
+                    on_failed(failed)
+
+    def _schedule_restart(self, worker: Worker, now: float) -> None:
+        while worker.restarts and now - worker.restarts[0] > 60:
+            worker.restarts.popleft()
+        if len(worker.restarts) >= self.max_restarts_per_minute:
+            log.warning("worker %s died %d times in a minute: not restarting it", worker.label,
+                        len(worker.restarts))
+            return
+        worker.restart_at = now + RESTART_BACKOFF_S * 2 ** len(worker.restarts)
+
+    def _restart(self, worker: Worker, now: float) -> None:
+        worker.restart_at = None
+        worker.restarts.append(now)
+        worker.process.join(timeout=1)
+        self.errors.pop(worker.index, None)
+        log.warning("restarting worker %s (restart %d in the last minute)", worker.label,
+                    len(worker.restarts))
+        worker.process = self._spawn(worker.index)
+        worker.starting = True
+
+    def _drain_events(self, on_failed: Callable[[FailedFrame], None] | None = None,
+                      on_back: Callable[[int], None] | None = None) -> None:
         while True:
             try:
                 kind, index, payload = self._events.get_nowait()
@@ -227,6 +323,22 @@ class WorkerPool:
                 return
             if kind == "error":
                 self.errors[index] = payload
+            elif kind == "ready" and self.workers[index].starting:
+                worker = self.workers[index]
+                worker.starting, worker.alive, worker.device = False, True, payload
+                log.warning("worker %s is back", worker.label)
+                if on_back is not None:
+                    on_back(index)
+            elif kind == "frame_error":
+                stream, stream_frame_id, failed, text = payload
+                if failed:
+                    message = (f"it failed in {self.max_attempts} workers, the last "
+                               f"{self.labels[index]}: {text.strip().splitlines()[-1]}")
+                    log.warning("frame %d of stream %d given up: %s\n%s", stream_frame_id, stream,
+                                message, text)
+                else:
+                    log.warning("frame %d of stream %d failed in worker %s; another one tries "
+                                "it:\n%s", stream_frame_id, stream, self.labels[index], text)
 
     def _kill_stalled(self) -> None:
         """A worker that holds one frame past ``stall_timeout_s`` is hung

@@ -39,6 +39,7 @@ import numpy as np
 from aip.metrics import StreamMetrics
 from aip.reorder import ReorderBuffer
 from aip.results import FrameResult
+from aip.scheduler import NoLiveBackendError
 
 log = logging.getLogger("aip.pipeline")
 
@@ -94,7 +95,14 @@ class Hints:
 
     def next_target(self, frame_id: int) -> int:
         with self._lock:
-            return int(self.scheduler.next_hint(frame_id))
+            try:
+                return int(self.scheduler.next_hint(frame_id))
+            except NoLiveBackendError:
+                # Every worker is dead for now (restarts pending): whoever
+                # comes back first takes it.
+                from aip.ring import HINT_ANY
+
+                return int(HINT_ANY)
 
     def observe(self, worker: int, service_s: float) -> None:
         with self._lock:
@@ -103,6 +111,10 @@ class Hints:
     def mark_dead(self, worker: int) -> None:
         with self._lock:
             self.scheduler.mark_dead(worker)
+
+    def revive(self, worker: int, weight: int) -> None:
+        with self._lock:
+            self.scheduler.revive(worker, weight)
 
 
 def _frames_of(source: Any) -> Iterator[tuple[np.ndarray, int]]:
@@ -165,7 +177,8 @@ class Stream:
         self._generation = 0  # of the current reader thread; a stuck one is left behind
         self._failures = 0  # in a row: a frame read resets it
         self._context: tuple[Any, Hints, Iterator[int]] | None = None
-        self._waiting: deque[tuple[int, int, int]] = deque()  # (slot, frame id, stream id)
+        # Published frames that may still wait: (slot, frame id, stream id, generation).
+        self._waiting: deque[tuple[int, int, int, int]] = deque()
         self._place: int | None = None  # latest: the claim-order place a new frame inherits
 
     # ---- control (from the loop's thread) ---------------------------------------
@@ -193,10 +206,10 @@ class Stream:
             return not self._thread.is_alive()
         return True
 
-    def frame_shape(self) -> tuple[int, int, int] | None:
+    def frame_shape(self) -> tuple[int, ...] | None:
         """The size of its frames as far as known before it starts (for the slots)."""
         if self._first is not None:
-            return tuple(self._first[0].shape)  # type: ignore[return-value]
+            return tuple(self._first[0].shape)
         shape = getattr(self.source, "shape", None)
         return tuple(shape) if shape is not None else None
 
@@ -313,7 +326,9 @@ class Stream:
                 height, width = int(frame.shape[0]), int(frame.shape[1])
             else:
                 height, width = int(shape[0]), int(shape[1])
-            if height > max_h or width > max_w or (frame is not None and frame.shape != (height, width, 3)):
+            if frame is not None and (frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8):
+                raise ValueError(f"frames must be HxWx3 uint8 (BGR), got {frame.shape} {frame.dtype}")
+            if height > max_h or width > max_w:
                 raise ValueError(
                     f"frames are {width}x{height}, larger than the pipeline's slots "
                     f"({max_w}x{max_h}): pass max_frame_shape=(H, W, 3) big enough for every stream")
@@ -323,10 +338,10 @@ class Stream:
                 if frame is None:
                     if scratch is None or scratch.shape != (height, width, 3):
                         scratch = np.empty((height, width, 3), np.uint8)
-                    capture_ns = self._read_into(read_into, scratch)
-                    if capture_ns is None or generation != self._generation:
+                    read_ns = self._read_into(read_into, scratch)
+                    if read_ns is None or generation != self._generation:
                         return
-                    frame = scratch
+                    frame, capture_ns = scratch, read_ns
                 slot = self._make_room(table)
                 if slot is None:
                     self._gap(self._next_id(), "dropped")
@@ -334,10 +349,11 @@ class Stream:
             try:
                 image = frames.image(slot, height, width)
                 if frame is None:
-                    capture_ns = self._read_into(read_into, image)
-                    if capture_ns is None or generation != self._generation:
+                    read_ns = self._read_into(read_into, image)
+                    if read_ns is None or generation != self._generation:
                         table.abort(slot)
                         return
+                    capture_ns = read_ns
                 else:
                     np.copyto(image, frame)
                 self._publish(pool, hints, ids, slot, image, height, width, capture_ns)
@@ -347,7 +363,10 @@ class Stream:
 
     def _next_plain(self, iterator: Iterator[tuple[np.ndarray, int]] | None) -> tuple[np.ndarray, int] | None:
         if self._first is not None:
-            item: tuple[np.ndarray, int] | None = self._first
+            frame, capture_ns = self._first
+            # A frame peeked (for its size) before the run began is stamped
+            # now: its wait for the workers to start is not the stream's latency.
+            item: tuple[np.ndarray, int] | None = (frame, capture_ns or time.perf_counter_ns())
             self._first = None
         else:
             assert iterator is not None
@@ -394,8 +413,8 @@ class Stream:
         if self.options.policy not in ("drop-oldest", "latest"):
             return None
         while self._waiting:
-            slot, frame_id, stream_frame_id = self._waiting.popleft()
-            if table.take_back(slot, frame_id):
+            slot, frame_id, stream_frame_id, generation = self._waiting.popleft()
+            if table.take_back(slot, frame_id, generation):
                 self._gap(stream_frame_id, "dropped")
                 if self.options.policy == "latest":
                     self._place = frame_id  # the new frame keeps the stream's place in line
@@ -422,6 +441,7 @@ class Stream:
         header["t_capture_ns"] = capture_ns
         max_age = self.options.max_age_ms
         header["deadline_ns"] = capture_ns + int(max_age * 1e6) if max_age else 0
+        header["attempts"] = 0
         if self.keep_frames:
             self.kept[stream_frame_id] = image.copy()
         frame_id, self._place = self._place, None
@@ -432,17 +452,20 @@ class Stream:
             # the stream to the back of the line each time, and the stream
             # whose frames happen to come a little earlier would win them all.
             while self._waiting:
-                old_slot, old_frame_id, old_id = self._waiting.popleft()
-                if pool.table.take_back(old_slot, old_frame_id):
+                old_slot, old_frame_id, old_id, old_generation = self._waiting.popleft()
+                if pool.table.take_back(old_slot, old_frame_id, old_generation):
                     self._gap(old_id, "dropped")
                     pool.table.abort(old_slot)
                     frame_id = old_frame_id if frame_id is None else min(frame_id, old_frame_id)
         if frame_id is None:
             frame_id = next(ids)
-        pool.table.publish(slot, frame_id, hints.next_target(frame_id))
+        generation = pool.table.publish(slot, frame_id, hints.next_target(frame_id))
         self.metrics.frames_published += 1
         if self.options.policy in ("drop-oldest", "latest"):
-            self._waiting.append((slot, frame_id, stream_frame_id))
+            # With its generation: a frame claimed by a worker that died after
+            # putting its result is READY again with a newer one, and must not
+            # be dropped (it has a result).
+            self._waiting.append((slot, frame_id, stream_frame_id, generation))
 
     def _next_id(self) -> int:
         stream_frame_id = self.issued
@@ -450,9 +473,7 @@ class Stream:
         return stream_frame_id
 
     def _gap(self, stream_frame_id: int, reason: str) -> None:
-        self.metrics.frames_dropped += reason != "late"
-        self.kept.pop(stream_frame_id, None)
-        self.gaps.append((stream_frame_id, reason))
+        self.gaps.append((stream_frame_id, reason))  # the loop counts it when it takes it
 
 
 class _Stopped(Exception):
