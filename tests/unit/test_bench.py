@@ -83,3 +83,133 @@ def test_publish_writes_the_documented_json(tmp_path: Path, capsys: pytest.Captu
     document = json.loads(path.read_text())
     assert document["suite"] == "ring" and document["results"] == rows
     assert "1,500,000.0" in capsys.readouterr().out
+
+
+# ---- streams: many live streams (plumbing only; no figure is checked) --------------------
+
+def test_streams_suite_is_registered(capsys: pytest.CaptureFixture[str]) -> None:
+    from aip.bench.__main__ import SUITES
+
+    assert SUITES["streams"] == "aip.bench.streams"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["streams", "--help"])
+    assert exit_info.value.code == 0
+    assert "--seconds" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["streams", "--scenarios", "nope"])
+
+
+def test_stamp_survives_jpeg() -> None:
+    import cv2
+    import numpy as np
+
+    from aip.bench.mjpeg import STAMP_MAX, read_stamp, stamp
+
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    assert read_stamp(frame) is None  # noise is no stamp
+    for value in (0, 1, 12345, STAMP_MAX - 1):
+        ok, jpeg = cv2.imencode(".jpg", stamp(frame, value), [cv2.IMWRITE_JPEG_QUALITY, 60])
+        assert ok and read_stamp(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)) == value
+    with pytest.raises(ValueError):
+        stamp(frame, STAMP_MAX)
+    assert read_stamp(frame[:, :100]) is None
+
+
+def test_mjpeg_camera_serves_frames_opencv_decodes() -> None:
+    import time
+    import urllib.error
+    import urllib.request
+
+    import cv2
+
+    from aip.bench.mjpeg import MjpegCameras, read_stamp
+
+    with MjpegCameras(2, fps=30, frames=200, distinct=16) as cameras:
+        assert len(cameras.urls) == 2 and all(url.startswith("http://127.0.0.1:") for url in cameras.urls)
+        with pytest.raises(urllib.error.HTTPError) as not_found:
+            urllib.request.urlopen(cameras.urls[0].replace("stream.mjpg", "nope"), timeout=10)
+        not_found.value.close()
+        capture = cv2.VideoCapture(cameras.urls[1], cv2.CAP_FFMPEG)
+        try:
+            assert capture.isOpened()
+            stamps = []
+            for _ in range(20):  # more than `distinct`: stamps wrap around
+                ok, frame = capture.read()
+                assert ok and frame.shape == (480, 640, 3)
+                value = read_stamp(frame)
+                assert value is not None
+                assert 0 < cameras.sent_ns(1, value, time.perf_counter_ns()) <= time.perf_counter_ns()
+                stamps.append(value)
+        finally:
+            capture.release()
+        assert len(set(stamps)) > 1
+        assert cameras.sent_ns(0, stamps[0], time.perf_counter_ns()) == 0  # camera 0 never started
+        assert cameras.sent_ns(5, 0, time.perf_counter_ns()) == 0
+
+
+def test_streams_measure_counts_drops_late_and_fairness() -> None:
+    from aip.bench.streams import Delivery, Run, measure
+
+    second = 1_000_000_000
+    run = Run()
+    # stream 0: frames 0..9, one result every 0.1 s; stream 1: every other frame
+    run.deliveries += [Delivery(0, k, k * second // 10, 10.0 + k) for k in range(10)]
+    run.deliveries += [Delivery(1, k, k * second // 10, 20.0) for k in range(0, 10, 2)]
+    run.late_ns.append(5 * second // 10)
+    row = measure(run, n_streams=2, warmup_s=0.0, seconds=10.0)
+    assert row["frames"] == 15
+    assert row["fairness"] == pytest.approx(0.5)
+    assert row["late_pct"] == pytest.approx(100 * 1 / 19)  # 10 + 9 frames expected
+    assert row["drop_pct"] == pytest.approx(100 * 3 / 19)  # 4 missing, one of them late
+    assert row["p50_ms"] == pytest.approx(17.0)
+    empty = measure(Run(), n_streams=2, warmup_s=1.0, seconds=1.0)
+    assert empty["delivered_fps"] == 0.0
+
+
+def test_streams_sim_runs_end_to_end() -> None:
+    from aip.bench.streams import COLUMNS, run_sim, summarize
+
+    row = run_sim(0.4, 0.1, streams=3, fps=20.0, workers=1, latency_s=0.001, calibration_s=0.2)
+    assert set(COLUMNS) <= set(row)
+    assert row["system"] == "aip" and row["streams"] == 3 and row["offered_fps"] == 60.0
+    assert row["frames"] > 0 and len(row["stream_fps"]) == 3
+    text = summarize({"settings": {"seconds": 0.4, "warmup_s": 0.1}, "results": [row]})
+    assert "sim: zero drops" in text and "sim: manager CPU" in text
+
+
+def test_streams_aip_reads_the_cameras_stamps() -> None:
+    from aip.backends import BackendSpec
+    from aip.bench.mjpeg import MjpegCameras
+    from aip.bench.streams import consume, measure
+    from aip.pipeline import Pipeline
+
+    with MjpegCameras(2, fps=20, frames=400) as cameras, Pipeline(
+            [BackendSpec("sim", {"latency_s": 0.001})], mode="pull", keep_frames=True) as pipeline:
+        names = [pipeline.add_stream(url, name=f"cam{i}", policy="latest")
+                 for i, url in enumerate(cameras.urls)]
+        run = consume(pipeline.run(), {name: i for i, name in enumerate(names)}, 1.0, sent=cameras)
+    assert run.deliveries and not run.errors and run.unreadable == 0
+    assert {d.stream for d in run.deliveries} == {0, 1}
+    assert all(d.latency_ms > 0 for d in run.deliveries)
+    assert measure(run, 2, 0.2, 0.5)["frames"] > 0
+
+
+def test_streams_summary_states_each_target() -> None:
+    from aip.bench.streams import summarize
+
+    def row(system: str, scenario: str, fps: float, p99: float, **extra: object) -> dict[str, object]:
+        return {"system": system, "scenario": scenario, "streams": 4, "offered_fps": 40.0,
+                "delivered_fps": fps, "drop_pct": 0.0, "late_pct": 0.0, "p50_ms": p99 / 2,
+                "p99_ms": p99, "fairness": 0.9, "manager_cpu_pct": 5.0, **extra}
+
+    rows = [row("aip", "sim", 480.0, 20.0, manager_cpu_pct=30.0),
+            row("aip", "real-under", 24.0, 50.0, service_ms=20.0, capacity_fps=40.0),
+            row("aip", "real-over", 39.0, 70.0, service_ms=20.0, capacity_fps=40.0),
+            row("ultralytics", "real-over", 10.0, 500.0)]
+    text = summarize({"settings": {"seconds": 1, "warmup_s": 1}, "results": rows})
+    assert "sim: manager CPU <= 25 % of a core: 30.0 %: NOT met" in text
+    assert "real under capacity: p99 <= 3x service time (60.0 ms): 50.0 ms: met" in text
+    assert "real overloaded, latest: p99 <= 3x service time (60.0 ms): 70.0 ms: NOT met" in text
+    assert "delivered >= 95 % of calibrated capacity: 39.0 of 40.0 FPS = 98 %: met" in text
+    assert "real-over: aip >= 2x ultralytics' delivered FPS: 39.0 vs 10.0 FPS = 3.90x: met" in text
+    assert "real-over: aip p99 < ultralytics' p99: 70.0 vs 500.0 ms: met" in text

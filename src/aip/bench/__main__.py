@@ -9,6 +9,7 @@ SUITES = {
     "yolo": "aip.bench.yolo",
     "preprocess": "aip.bench.preprocess",
     "soak": "aip.bench.soak",
+    "streams": "aip.bench.streams",
 }
 DEFAULT_SUITE = "ring"
 

@@ -1,0 +1,501 @@
+"""``python -m aip.bench streams``: many live streams in one pipeline, one run.
+
+Scenarios, side by side:
+
+- ``sim``: 16 streams paced at 30 FPS each (480 FPS offered) of a 640x480
+  frame, on two ``sim`` workers of 2.5 ms (a calibrated capacity near 800
+  FPS), policy ``drop-oldest``. It measures the manager, not inference.
+- ``real-under`` and ``real-over``: ``onnx`` workers (one thread each, one
+  per core) on N live MJPEG-over-HTTP cameras (:mod:`aip.bench.mjpeg`: local
+  servers in a process of their own, serving the sample video's frames
+  live), offered about 60 % and 200 % of the pool's calibrated capacity;
+  ``drop-oldest`` under capacity, ``latest`` overloaded.
+- ``ultralytics``: its own multi-stream mode on the same cameras, model and
+  input size: a ``.streams`` file through ``YOLO(...).predict(stream=True,
+  stream_buffer=False)`` (``LoadStreams``), in a process of its own (its
+  import changes global settings).
+
+One definition of latency for every camera row, whatever the system: from
+when the camera produced the frame (each frame carries its number in its
+pixels; the camera process records when it produced each number) to when
+the system handed its result to the caller. ultralytics exposes no capture
+time, so this is the only figure both share; it includes the camera's HTTP
+transport and the JPEG decode. aip's own capture -> result figure
+(``pipeline_p99_ms``, from when OpenCV returned the frame) is in the JSON.
+For ``sim`` the capture time is when the stream's source gave the frame.
+
+Every figure comes from the results delivered in one window per scenario:
+``--warmup`` seconds after the first result, for ``--seconds``.
+``delivered_fps``: results per second; ``drop_pct`` / ``late_pct``: frames
+the source produced in the window (per stream, the first to the last frame
+number delivered) that got no result / were skipped as late;
+``fairness``: the slowest stream's delivered FPS over the fastest's;
+``manager_cpu_pct``: aip's manager process (its run loop and the stream
+readers, which decode the JPEGs) as % of one core over the run.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import multiprocessing as mp
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aip.bench.report import format_table, publish, suite_parser
+
+COLUMNS = ["system", "scenario", "streams", "offered_fps", "delivered_fps", "drop_pct",
+           "late_pct", "p50_ms", "p99_ms", "fairness", "manager_cpu_pct"]
+SCENARIOS = ("sim", "real-under", "real-over", "ultralytics")
+CONF = 1e-4  # as bench yolo: a seeded model's boxes score near 1.6e-4, keep them
+IMGSZ = (480, 640)
+SIM_STREAMS, SIM_FPS, SIM_LATENCY_S = 16, 30.0, 0.0025
+UNDER_LOAD, OVER_LOAD = 0.6, 2.0
+# A camera serves this long past the measured window (connecting, model
+# loading, the warm-up, winding down); it stops by itself after that.
+CAMERA_MARGIN_S = 60.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One result as the caller got it."""
+
+    stream: int
+    number: int  # the frame's number at its source: a camera's stamp, or the stream's frame id
+    t_done_ns: int
+    latency_ms: float
+    pipeline_ms: float | None = None  # aip's own capture -> result
+    inference_ms: float | None = None
+
+
+@dataclass
+class Run:
+    """What one system delivered in one scenario."""
+
+    deliveries: list[Delivery] = field(default_factory=list)
+    late_ns: list[int] = field(default_factory=list)  # when each late gap came out
+    unreadable: int = 0  # results whose frame carried no readable stamp
+    manager_cpu_pct: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def measure(run: Run, n_streams: int, warmup_s: float, seconds: float) -> dict[str, Any]:
+    """The table's figures over the window ``warmup_s`` after the first result, ``seconds`` long."""
+    if not run.deliveries:
+        return {"delivered_fps": 0.0, "window_s": 0.0, "frames": 0, "errors": run.errors}
+    first = min(d.t_done_ns for d in run.deliveries)
+    last = max(d.t_done_ns for d in run.deliveries)
+    start = first + int(warmup_s * 1e9)
+    end = min(start + int(seconds * 1e9), last)
+    window_s = max(end - start, 1) / 1e9
+    inside = [d for d in run.deliveries if start <= d.t_done_ns <= end]
+    per_stream: dict[int, list[Delivery]] = {s: [] for s in range(n_streams)}
+    for d in inside:
+        per_stream.setdefault(d.stream, []).append(d)
+    expected = 0
+    got = 0
+    for items in per_stream.values():
+        numbers = {d.number for d in items}
+        if numbers:
+            expected += max(numbers) - min(numbers) + 1
+            got += len(numbers)
+    late = sum(start <= t <= end for t in run.late_ns)
+    missing = max(expected - got, 0)
+    fps_per_stream = [len(items) / window_s for items in per_stream.values()]
+    latencies = np.array([d.latency_ms for d in inside]) if inside else np.array([math.nan])
+    row: dict[str, Any] = {
+        "delivered_fps": len(inside) / window_s,
+        "drop_pct": 100 * max(missing - late, 0) / expected if expected else None,
+        "late_pct": 100 * late / expected if expected else None,
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "fairness": min(fps_per_stream) / max(fps_per_stream) if max(fps_per_stream) > 0 else 0.0,
+        "manager_cpu_pct": run.manager_cpu_pct,
+        "window_s": window_s,
+        "frames": len(inside),
+        "stream_fps": fps_per_stream,
+    }
+    pipeline = [d.pipeline_ms for d in inside if d.pipeline_ms is not None]
+    if pipeline:
+        row["pipeline_p50_ms"] = float(np.percentile(pipeline, 50))
+        row["pipeline_p99_ms"] = float(np.percentile(pipeline, 99))
+    inference = [d.inference_ms for d in inside if d.inference_ms is not None]
+    if inference:
+        row["infer_p50_ms"] = float(np.percentile(inference, 50))
+    if run.unreadable:
+        row["unreadable_stamps"] = run.unreadable
+    if run.errors:
+        row["errors"] = run.errors
+    return row
+
+
+# ---- aip ----------------------------------------------------------------------------------
+
+def consume(results: Iterator[Any], stream_index: dict[str, int], stop_after_s: float,
+            *, sent: Any = None) -> Run:
+    """Take a pipeline run's results for ``stop_after_s`` after the first one
+    (or until it ends), then close it. With ``sent`` (a :class:`MjpegCameras`),
+    frames are numbered by their stamps and timed from their camera."""
+    from aip.bench.mjpeg import read_stamp
+    from aip.pipeline import StreamError
+    from aip.results import FrameResult
+
+    run = Run()
+    deadline: int | None = None
+    try:
+        for item in results:
+            now = time.perf_counter_ns()
+            if deadline is None:  # from the first result or gap: bounded even if none is readable
+                deadline = now + int(stop_after_s * 1e9)
+            elif now >= deadline:
+                break
+            stream = stream_index.get(item.stream, -1)
+            if isinstance(item, FrameResult):
+                latency_ms = item.end_to_end_ms
+                number = item.frame_id
+                if sent is not None:
+                    stamp = read_stamp(item.frame) if item.frame is not None else None
+                    sent_ns = 0 if stamp is None else sent.sent_ns(stream, stamp, item.t_done_ns)
+                    if stamp is None or not sent_ns:
+                        run.unreadable += 1
+                        continue
+                    number, latency_ms = stamp, (item.t_done_ns - sent_ns) / 1e6
+                run.deliveries.append(Delivery(stream, number, item.t_done_ns, latency_ms,
+                                               item.end_to_end_ms, item.inference_ms))
+            elif item.reason == "late":
+                run.late_ns.append(now)
+    except StreamError as error:
+        run.errors.append(str(error))
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+    return run
+
+
+def _paced(frame: np.ndarray, count: int) -> Iterable[np.ndarray]:
+    return itertools.repeat(frame, count)
+
+
+def run_sim(seconds: float, warmup_s: float, *, streams: int = SIM_STREAMS, fps: float = SIM_FPS,
+            workers: int = 2, latency_s: float = SIM_LATENCY_S, mode: str = "pull",
+            calibration_s: float = 1.0) -> dict[str, Any]:
+    """``streams`` paced streams on ``sim`` workers; the row and its calibration."""
+    from aip.backends import BackendSpec
+    from aip.pipeline import Pipeline
+
+    frame = np.random.default_rng(0).integers(0, 256, (*IMGSZ, 3), dtype=np.uint8)
+    specs = [BackendSpec("sim", {"latency_s": latency_s}) for _ in range(workers)]
+    # Each stream's source ends a little after the window: the run ends by itself.
+    count = int(fps * (warmup_s + seconds + 1.0))
+    with tempfile.TemporaryDirectory() as tmp, Pipeline(specs, mode=mode, on_full="drop-oldest") as pipeline:
+        calibration = pipeline.calibrate(frame, seconds=calibration_s, refresh=True,
+                                         cache_path=Path(tmp) / "calibration.json")
+        names = [pipeline.add_stream(_paced(frame, count), name=f"sim{i}", fps=fps)
+                 for i in range(streams)]
+        run = consume(pipeline.run(), {name: i for i, name in enumerate(names)},
+                      warmup_s + seconds + 5.0)
+        run.manager_cpu_pct = pipeline.metrics.manager_cpu_pct
+    row = {"system": "aip", "scenario": "sim", "streams": streams, "offered_fps": streams * fps,
+           **measure(run, streams, warmup_s, seconds), "capacity_fps": calibration.ideal_fps,
+           "workers": f"{workers} x sim {latency_s * 1e3:g} ms", "policy": "drop-oldest",
+           "mode": mode}
+    return row
+
+
+@dataclass
+class RealSetup:
+    """The ONNX model and the calibrated pool the camera scenarios share."""
+
+    model: Path
+    workers: int
+    capacity_fps: float
+    service_ms: float  # one worker's time per frame with every worker busy (calibrated)
+    calibration: dict[str, Any]
+
+
+def onnx_specs(model: Path, workers: int) -> list[Any]:
+    from aip.backends import BackendSpec
+
+    # One thread each, one worker per core; idle ORT threads must not spin
+    # beside the other workers (see bench yolo).
+    return [BackendSpec("onnx", {"model": str(model), "threads": 1, "spin": False})
+            for _ in range(workers)]
+
+
+def camera_frames(rate: float, seconds: float, warmup_s: float, runs: int) -> int:
+    """How many frames a camera serves: ``runs`` runs, their warm-ups and a margin."""
+    return int(math.ceil(rate * (runs * (warmup_s + seconds) + CAMERA_MARGIN_S)))
+
+
+def run_real(pipeline: Any, setup: RealSetup, live: Any, scenario: str, policy: str,
+             seconds: float, warmup_s: float) -> dict[str, Any]:
+    """aip on the ``live`` cameras (:class:`~aip.bench.mjpeg.MjpegCameras`); its row."""
+    names = [pipeline.add_stream(url, name=f"{scenario}-cam{i}", policy=policy)
+             for i, url in enumerate(live.urls)]
+    run = consume(pipeline.run(), {name: i for i, name in enumerate(names)},
+                  warmup_s + seconds + 0.5, sent=live)
+    run.manager_cpu_pct = pipeline.metrics.manager_cpu_pct
+    return {"system": "aip", "scenario": scenario, "streams": live.count,
+            "offered_fps": live.fps * live.count, **measure(run, live.count, warmup_s, seconds),
+            "capacity_fps": setup.capacity_fps, "service_ms": setup.service_ms,
+            "camera_fps": live.fps, "workers": f"{setup.workers} x onnx, 1 thread",
+            "policy": policy, "mode": pipeline.mode}
+
+
+def calibrate_real(pipeline: Any, model: Path, workers: int, calibration_s: float) -> RealSetup:
+    from aip.samples import video_frames
+
+    with tempfile.TemporaryDirectory() as tmp:
+        calibration = pipeline.calibrate(video_frames(1)[0], seconds=calibration_s, refresh=True,
+                                         cache_path=Path(tmp) / "calibration.json")
+    together = [fps for fps in calibration.together_fps.values() if fps > 0]
+    service_ms = float(np.mean([1e3 / fps for fps in together])) if together else math.nan
+    return RealSetup(model, workers, calibration.ideal_fps, service_ms, calibration.to_dict())
+
+
+# ---- ultralytics ---------------------------------------------------------------------------
+
+def _ultralytics_child(model: str, urls: list[str], imgsz: tuple[int, int], stop_after_s: float,
+                       out: Any) -> None:
+    """In a process of its own: ultralytics' multi-stream predict on ``urls``;
+    puts ``(camera, stamp, t_done_ns)`` per result, or an error text."""
+    try:
+        os.environ.setdefault("YOLO_VERBOSE", "False")  # this process only
+        from ultralytics import YOLO
+
+        from aip.bench.mjpeg import camera_of_url, read_stamp
+
+        with tempfile.TemporaryDirectory() as tmp:
+            streams = Path(tmp) / "cameras.streams"
+            streams.write_text("\n".join(urls) + "\n")
+            yolo = YOLO(model, task="detect")
+            rows: list[tuple[int, int, int]] = []
+            deadline: int | None = None
+            predictions = yolo.predict(source=str(streams), stream=True, imgsz=list(imgsz),
+                                       conf=CONF, verbose=False, stream_buffer=False)
+            try:
+                for result in predictions:
+                    now = time.perf_counter_ns()
+                    camera = camera_of_url(urls, str(result.path))
+                    stamp = read_stamp(result.orig_img)
+                    rows.append((-1 if camera is None else camera, -1 if stamp is None else stamp,
+                                 now))
+                    deadline = deadline or now + int(stop_after_s * 1e9)
+                    if now >= deadline:
+                        break
+            finally:
+                predictions.close()
+                dataset = getattr(getattr(yolo, "predictor", None), "dataset", None)
+                if dataset is not None and hasattr(dataset, "close"):
+                    dataset.close()  # its reader threads and captures
+        out.put(rows)
+    except Exception as error:  # noqa: BLE001 - reported to the parent as text
+        out.put(f"{type(error).__name__}: {error}")
+
+
+def run_ultralytics(model: Path, live: Any, scenario: str, seconds: float, warmup_s: float,
+                    timeout_s: float = 300.0) -> dict[str, Any]:
+    """ultralytics ``LoadStreams`` on the ``live`` cameras; its row."""
+    run = Run()
+    context = mp.get_context("spawn")
+    out = context.Queue()
+    child = context.Process(target=_ultralytics_child, name="aip-bench-ultralytics",
+                            args=(str(model), live.urls, IMGSZ, warmup_s + seconds + 0.5, out))
+    child.start()
+    try:
+        reply = out.get(timeout=timeout_s)
+    except Exception:  # noqa: BLE001 - queue.Empty: it hung
+        reply = f"no answer in {timeout_s:.0f} s"
+    child.join(10.0)
+    if child.is_alive():
+        child.kill()
+        child.join(5.0)
+    if isinstance(reply, str):
+        run.errors.append(reply)
+    else:
+        for camera, stamp, t_done_ns in reply:
+            sent_ns = live.sent_ns(camera, stamp, t_done_ns)
+            if not sent_ns:
+                run.unreadable += 1
+                continue
+            run.deliveries.append(Delivery(camera, stamp, t_done_ns, (t_done_ns - sent_ns) / 1e6))
+    return {"system": "ultralytics", "scenario": scenario, "streams": live.count,
+            "offered_fps": live.fps * live.count, **measure(run, live.count, warmup_s, seconds),
+            "late_pct": None,  # it has no notion of a late frame
+            "camera_fps": live.fps, "workers": "LoadStreams, onnxruntime default threads",
+            "policy": "stream_buffer=False"}
+
+
+# ---- the suite ---------------------------------------------------------------------------
+
+def run(seconds: float = 8.0, warmup_s: float = 2.0, cameras: int = 4, workers: int | None = None,
+        calibration_s: float = 1.5, mode: str = "pull", model: str | None = None,
+        scenarios: Sequence[str] = SCENARIOS) -> dict[str, Any]:
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    document: dict[str, Any] = {"results": rows, "settings": {
+        "seconds": seconds, "warmup_s": warmup_s, "cameras": cameras, "mode": mode,
+        "calibration_s": calibration_s, "scenarios": list(scenarios)}}
+
+    def add(row: dict[str, Any]) -> None:
+        rows.append(row)
+        print(f"{row['system']} {row['scenario']}: {row['delivered_fps']:.1f} of "
+              f"{row['offered_fps']:.1f} FPS offered, p99 {_fmt(row.get('p99_ms'))} ms", flush=True)
+
+    if "sim" in scenarios:
+        add(run_sim(seconds, warmup_s, mode=mode))
+    real = [s for s in scenarios if s != "sim"]
+    if real:
+        from aip.bench.mjpeg import MjpegCameras
+        from aip.models import RandomWeightsWarning, export, resolve_model
+        from aip.pipeline import Pipeline
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomWeightsWarning)  # said in the document instead
+            source = resolve_model(model)
+            onnx = export(source, "onnx", IMGSZ)
+        document["model"] = {"name": source.name, "random_weights": source.random_weights,
+                             "input": f"{IMGSZ[0]}x{IMGSZ[1]} ONNX"}
+        n_workers = workers or os.cpu_count() or 1
+        document["calibrations"] = {}
+        with Pipeline(onnx_specs(onnx, n_workers), mode=mode, conf=CONF,
+                      keep_frames=True) as pipeline:
+            for scenario, load, policy in (("real-under", UNDER_LOAD, "drop-oldest"),
+                                           ("real-over", OVER_LOAD, "latest")):
+                systems = [s for s in ("aip", "ultralytics")
+                           if (scenario if s == "aip" else s) in scenarios]
+                if not systems:
+                    continue
+                # Calibrated right before its cameras start: other load on
+                # the machine moves the capacity, and the rate follows it.
+                setup = calibrate_real(pipeline, onnx, n_workers, calibration_s)
+                document["calibrations"][scenario] = setup.calibration
+                rate = load * setup.capacity_fps / cameras
+                print(f"{scenario}: calibrated capacity {setup.capacity_fps:.1f} FPS "
+                      f"({n_workers} onnx workers, {setup.service_ms:.1f} ms per frame each); "
+                      f"{cameras} cameras at {rate:.2f} FPS", flush=True)
+                frames = camera_frames(rate, seconds, warmup_s, len(systems))
+                with MjpegCameras(cameras, fps=rate, frames=frames) as live:
+                    if "aip" in systems:
+                        add(run_real(pipeline, setup, live, scenario, policy, seconds, warmup_s))
+                    if "ultralytics" in systems:
+                        row = run_ultralytics(onnx, live, scenario, seconds, warmup_s)
+                        row["capacity_fps"] = setup.capacity_fps
+                        add(row)
+    document["wall_s"] = time.perf_counter() - started
+    return document
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _fmt(value: Any, spec: str = ".1f") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def targets(document: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """Each target of the issue: ``(target, figure, met)``."""
+    rows = document["results"]
+
+    def find(system: str, scenario: str) -> dict[str, Any] | None:
+        return next((r for r in rows if r["system"] == system and r["scenario"] == scenario), None)
+
+    checks: list[tuple[str, str, bool]] = []
+    sim = find("aip", "sim")
+    if sim is not None:
+        checks += [
+            ("sim: zero drops", f"{_fmt(sim.get('drop_pct'), '.2f')} % dropped",
+             sim.get("drop_pct") == 0),
+            ("sim: p99 <= 60 ms", f"{_fmt(sim.get('p99_ms'))} ms", sim.get("p99_ms", math.inf) <= 60),
+            ("sim: manager CPU <= 25 % of a core", f"{_fmt(sim.get('manager_cpu_pct'))} %",
+             (sim.get("manager_cpu_pct") or math.inf) <= 25),
+        ]
+    under = find("aip", "real-under")
+    if under is not None:
+        limit = 3 * under["service_ms"]
+        checks += [
+            ("real under capacity: zero drops", f"{_fmt(under.get('drop_pct'), '.2f')} % dropped",
+             under.get("drop_pct") == 0),
+            (f"real under capacity: p99 <= 3x service time ({limit:.1f} ms)",
+             f"{_fmt(under.get('p99_ms'))} ms", under.get("p99_ms", math.inf) <= limit),
+        ]
+    over = find("aip", "real-over")
+    if over is not None:
+        limit = 3 * over["service_ms"]
+        checks += [
+            (f"real overloaded, latest: p99 <= 3x service time ({limit:.1f} ms)",
+             f"{_fmt(over.get('p99_ms'))} ms", over.get("p99_ms", math.inf) <= limit),
+            ("real overloaded, latest: fairness >= 0.8", _fmt(over.get("fairness"), ".2f"),
+             over.get("fairness", 0) >= 0.8),
+            ("real overloaded, latest: delivered >= 95 % of calibrated capacity",
+             f"{_fmt(over['delivered_fps'])} of {over['capacity_fps']:.1f} FPS = "
+             f"{100 * over['delivered_fps'] / over['capacity_fps']:.0f} %",
+             over["delivered_fps"] >= 0.95 * over["capacity_fps"]),
+        ]
+    for scenario in ("real-under", "real-over"):
+        ours, theirs = find("aip", scenario), find("ultralytics", scenario)
+        if ours is None or theirs is None:
+            continue
+        ratio = ours["delivered_fps"] / theirs["delivered_fps"] if theirs["delivered_fps"] else math.inf
+        checks += [
+            (f"{scenario}: aip >= 2x ultralytics' delivered FPS",
+             f"{ours['delivered_fps']:.1f} vs {theirs['delivered_fps']:.1f} FPS = {ratio:.2f}x",
+             ratio >= 2),
+            (f"{scenario}: aip p99 < ultralytics' p99",
+             f"{_fmt(ours.get('p99_ms'))} vs {_fmt(theirs.get('p99_ms'))} ms",
+             ours.get("p99_ms", math.inf) < theirs.get("p99_ms", math.nan)),
+        ]
+    return checks
+
+
+def summarize(document: dict[str, Any]) -> str:
+    settings = document["settings"]
+    out = [f"Many live streams: figures over {settings['seconds']:g} s after a "
+           f"{settings['warmup_s']:g} s warm-up; latency camera -> result (sim: source -> result)",
+           format_table(document["results"], COLUMNS)]
+    for scenario, calibration in document.get("calibrations", {}).items():
+        out.append(f"{scenario}: onnx pool calibrated just before at {calibration['ideal_fps']:.1f} "
+                   f"FPS together ({', '.join(f'{v:.1f}' for v in calibration['together_fps'].values())}"
+                   " per worker)")
+    for row in document["results"]:
+        if "pipeline_p99_ms" in row:
+            out.append(f"{row['system']} {row['scenario']}: aip's own capture -> result p50 "
+                       f"{row['pipeline_p50_ms']:.1f} ms, p99 {row['pipeline_p99_ms']:.1f} ms; "
+                       f"inference p50 {row.get('infer_p50_ms', math.nan):.1f} ms")
+        if row.get("errors"):
+            out.append(f"{row['system']} {row['scenario']}: errors: {'; '.join(row['errors'])}")
+    for target, figure, ok in targets(document):
+        out.append(f"{target}: {figure}: {_verdict(ok)}")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = suite_parser("streams", __doc__)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured window per scenario")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds after the first result left out of the figures")
+    parser.add_argument("--cameras", type=int, default=4, help="cameras in the real scenarios")
+    parser.add_argument("--workers", type=int, help="onnx workers (default: one per core)")
+    parser.add_argument("--calibration-seconds", type=float, default=1.5, help="per calibration phase")
+    parser.add_argument("--mode", default="pull", choices=("static", "adaptive", "pull"),
+                        help="aip's scheduler (default pull: identical workers, no weights to keep)")
+    parser.add_argument("--model", help="yolo11n.pt or another .pt (default: seeded yolo11n.yaml)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma-separated, of {', '.join(SCENARIOS)}")
+    args = parser.parse_args(argv)
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios {', '.join(sorted(unknown))}; choose from {', '.join(SCENARIOS)}")
+    document = run(args.seconds, args.warmup, args.cameras, args.workers, args.calibration_seconds,
+                   args.mode, args.model, scenarios)
+    return publish("streams", document, summarize(document), args.json)
