@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -260,7 +261,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 sinks.append(AnnotatedVideoSink(args.video, fps=first.fps or 30.0,
                                                 size=(shapes[0][1], shapes[0][0])))
             try:
-                with ProgressDisplay(pipeline, quiet=args.quiet):
+                with ProgressDisplay(pipeline, quiet=args.quiet), \
+                        _DrainOnSignals(pipeline, args.drain_timeout) as signals:
                     for result in pipeline.run():
                         for sink in sinks:
                             sink.write(result)
@@ -277,7 +279,37 @@ def cmd_run(args: argparse.Namespace) -> int:
             out.write(pipeline.metrics.to_json() + "\n")
     if args.plot:
         pipeline.metrics.plot(args.plot)
-    return 0
+    return 128 + signals.received if signals.received else 0
+
+
+class _DrainOnSignals:
+    """SIGTERM and SIGINT drain the run instead of killing it: the streams
+    stop, the frames in flight finish (at most ``timeout_s``) and come out in
+    order, and the caller then closes its sinks, prints its summary and exits
+    with 128 + the signal (143, 130). A second signal exits at once."""
+
+    def __init__(self, pipeline: Any, timeout_s: float) -> None:
+        self.pipeline = pipeline
+        self.timeout_s = timeout_s
+        self.received = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _DrainOnSignals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received:
+            os._exit(128 + signum)  # the second signal: at once (workers follow their manager)
+        self.received = signum
+        print(f"aip: {signal.Signals(signum).name}: draining the frames in flight (at most "
+              f"{self.timeout_s:g} s; a second signal exits at once)", file=sys.stderr)
+        self.pipeline.drain(self.timeout_s)
 
 
 def _open_source(open_source: Any, spec: str, timeout_s: float) -> Any:
@@ -357,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "each stream's freshest frame waits)")
     run.add_argument("--max-age-ms", type=positive_float, metavar="MS",
                      help="skip (count as late) a frame older than this when a worker would take it")
+    run.add_argument("--drain-timeout", type=positive_float, default=10.0, metavar="S",
+                     help="on SIGTERM or Ctrl-C, wait this long for the frames in flight (default 10)")
     run.add_argument("--stream-timeout", type=positive_float, default=10.0, metavar="S",
                      help="a stream that gives no frame for this long is reconnected (default 10)")
     run.add_argument("--frames", type=positive_int, help="stop after this many frames")
