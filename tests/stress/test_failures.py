@@ -121,3 +121,24 @@ def test_a_killed_worker_is_restarted_and_works_again(caplog: pytest.LogCaptureF
     assert "is back" in caplog.text
     assert any(r.backend == "victim" for r in out[-300:])  # back in the schedule
     assert_no_children_left()
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="looks in /dev/shm")
+def test_a_starting_pipeline_sweeps_segments_of_dead_creators() -> None:
+    import subprocess
+    import sys
+
+    from aip.ring import ResultRing
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(gone.stdout)
+    with ResultRing.create(capacity=2, record_size=8) as orphan:
+        path = f"/dev/shm/{orphan.name}"
+        with open(path, "r+b") as f:  # as if a dead process had made it
+            f.seek(24)
+            f.write(dead_pid.to_bytes(4, "little"))
+        with Pipeline([sim(0.001)]) as pipeline:
+            pipeline.start(SMALL)
+            assert not os.path.exists(path)
+    assert_no_children_left()

@@ -73,6 +73,20 @@ class FailedFrame:
 RESTART_BACKOFF_S = 0.5
 
 
+def _sweep_stale_segments() -> None:
+    """Remove this user's aip segments whose creator is gone (a manager and
+    its resource tracker both killed): they would fill /dev/shm run by run."""
+    from aip.segments import clean_stale
+
+    try:
+        removed = clean_stale()
+    except OSError as error:  # a sweep that fails costs nothing but the space
+        log.debug("sweeping stale segments failed: %s", error)
+        return
+    for segment in removed:
+        log.info("removed stale segment %s of dead process %d", segment.name, segment.creator_pid)
+
+
 def default_slots(n_workers: int) -> int:
     # Every worker needs one frame in hand and one waiting so that it never
     # idles between frames; a static cycle needs room for its burstiness.
@@ -132,6 +146,7 @@ class WorkerPool:
         from aip.ring import ResultRing, SlotTable
 
         self.max_frame_shape = check_frame_shape(tuple(max_frame_shape))
+        _sweep_stale_segments()
         dtype = result_dtype(self.max_detections)
         self._records = np.zeros(4 * self.n_slots, dtype)
         try:
