@@ -234,6 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with start_pipeline(args, shapes[0], mode=args.mode, target_fps=target_fps,
                             on_full=args.on_full, max_age_ms=args.max_age_ms,
                             max_frame_shape=largest, stream_timeout_s=args.stream_timeout,
+                            restart_workers=args.restart_workers,
                             conf=args.conf, iou=args.iou, keep_frames=bool(args.video)) as pipeline:
 
             def say(text: str) -> None:
@@ -389,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "each stream's freshest frame waits)")
     run.add_argument("--max-age-ms", type=positive_float, metavar="MS",
                      help="skip (count as late) a frame older than this when a worker would take it")
+    run.add_argument("--restart-workers", action="store_true",
+                     help="restart a worker that dies, with back-off (at most 3 times a minute)")
     run.add_argument("--drain-timeout", type=positive_float, default=10.0, metavar="S",
                      help="on SIGTERM or Ctrl-C, wait this long for the frames in flight (default 10)")
     run.add_argument("--stream-timeout", type=positive_float, default=10.0, metavar="S",
