@@ -214,18 +214,27 @@ def test_apple_backends_say_they_need_macos(name: str, message: str) -> None:
         check_available(BackendSpec(name))
 
 
-def test_cuda_backend_says_what_it_needs() -> None:
+def test_cuda_backend_is_available_exactly_where_torch_sees_a_gpu() -> None:
+    """Runs everywhere: where torch sees a GPU the backend is available (tests/unit/test_cuda.py
+    then runs it); elsewhere it says what it needs."""
     if torch.cuda.is_available():
-        pytest.skip("this machine has a CUDA GPU")
-    with pytest.raises(
-        BackendUnavailable, match="cuda backend needs an NVIDIA GPU with a CUDA build of torch; this machine has"
-    ):
         check_available(BackendSpec("cuda"))
+        with pytest.raises(BackendUnavailable, match=r"cuda device 99 does not exist: this machine has \d"):
+            check_available(BackendSpec("cuda", {"device": 99}))
+    else:
+        with pytest.raises(
+            BackendUnavailable, match="cuda backend needs an NVIDIA GPU with a CUDA build of torch; this machine has"
+        ):
+            check_available(BackendSpec("cuda"))
 
 
 def test_misconfigurations_are_refused_before_any_worker_starts(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="half .* cuda backend only"):
         check_available(BackendSpec("cpu", {"half": True}))
+    with pytest.raises(ValueError, match="graphs runs on the cuda backend only, not on cpu"):
+        check_available(BackendSpec("cpu", {"graphs": 1}))
+    with pytest.raises(ValueError, match=r"option pinned='maybe': write 1 or 0"):
+        check_available(BackendSpec("cuda", {"pinned": "maybe"}))
     with pytest.raises(ValueError, match="multiples of 32"):
         check_available(BackendSpec("cpu", {"imgsz": 500}))
     with pytest.raises(FileNotFoundError, match="missing.onnx"):

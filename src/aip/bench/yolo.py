@@ -16,11 +16,17 @@ FPS over the frames after a warm-up; latency per frame (ultralytics: its
 pre + inference + postprocess; raw: one inference; aip: ingest to ordered
 result, which includes queueing when the input is unpaced, and the worker's
 share alone as ``infer_p50_ms``).
+
+``--device cuda`` runs the GPU plan instead (:mod:`aip.bench.yolo_cuda`):
+ultralytics on the GPU in fp32 and fp16, 1, 2 and 4 ``cuda`` workers, the
+tuned ``cuda`` path, and ``cuda`` beside ``onnx`` CPU workers; it exits 2
+where no GPU is visible, and ``--dry-run`` rehearses it on the CPU.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -183,9 +189,30 @@ def summarize(document: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = suite_parser("yolo", __doc__)
-    parser.add_argument("--frames", type=int, default=150, help="frames of the sample video")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu (default): the rows above; cuda: the GPU plan of aip.bench.yolo_cuda "
+                             "(ultralytics fp32/fp16 on the GPU, 1/2/4 cuda workers, tuned cuda, cuda + onnx)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="frames of the sample video (default 150; --device cuda: 400)")
     parser.add_argument("--model", help="yolo11n.pt or another .pt (default: seeded yolo11n.yaml)")
-    parser.add_argument("--seconds", type=float, default=8.0, help="per raw-loop measurement")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="per raw-loop measurement (default 8; --device cuda: 2)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="--device cuda only: rehearse the GPU plan on the CPU (measures nothing)")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="S",
+                        help="--device cuda only: skip the rows that would start after S seconds")
     args = parser.parse_args(argv)
-    document = run(args.frames, args.model, args.seconds)
+    if args.device == "cuda":
+        from aip.bench import yolo_cuda
+
+        try:
+            document = yolo_cuda.run(args.frames, args.model, args.seconds or 2.0, dry_run=args.dry_run,
+                                     time_budget_s=args.time_budget, json_path=args.json)
+        except yolo_cuda.NoGpu as error:
+            print(error, file=sys.stderr)
+            return 2
+        return publish("yolo", document, yolo_cuda.summarize(document), args.json)
+    if args.dry_run or args.time_budget is not None:
+        parser.error("--dry-run and --time-budget go with --device cuda")
+    document = run(args.frames or 150, args.model, args.seconds or 8.0)
     return publish("yolo", document, summarize(document), args.json)
