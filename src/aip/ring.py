@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aip._core import (
+    ANY_WORKER,
     HINT_ANY,
     MAX_WORKER,
     Closed,
@@ -77,6 +78,7 @@ def slot_arrays(
 
 
 __all__ = [
+    "ANY_WORKER",
     "HINT_ANY",
     "MAX_WORKER",
     "SEGMENT_PREFIX",

@@ -93,7 +93,7 @@ def worker_main(config: WorkerConfig, events: Any) -> None:
 
 def run_worker(config: WorkerConfig, events: Any) -> None:
     from aip.pipeline.frames import SlotFrames
-    from aip.ring import HINT_ANY, Closed, ResultRing, SlotStateError, SlotTable
+    from aip.ring import ANY_WORKER, Closed, ResultRing, SlotStateError, SlotTable
 
     parent = os.getppid()
     table = SlotTable.attach(config.table_name)
@@ -136,7 +136,7 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
                                  failed, traceback.format_exc())))
                     if not failed:
                         # Another worker tries it: back to READY, for anyone.
-                        table.reclaim(config.worker_id, HINT_ANY)
+                        table.reclaim(config.worker_id, ANY_WORKER)
                         continue
                     record["status"] = RESULT_FAILED
                 else:

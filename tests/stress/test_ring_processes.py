@@ -186,7 +186,7 @@ def claim_and_hang(table_name: str, worker: int, claimed: Any) -> None:
 
 def test_dead_workers_slot_is_reclaimed(processes: list[SpawnProcess]) -> None:
     with SlotTable.create(n_slots=2, slot_bytes=8) as table:
-        table.publish(table.acquire_free(timeout=0), 5, hint=0)
+        table.publish(table.acquire_free(timeout=0), 5, target=0)
         claimed = CTX.Event()
         proc = start(processes, claim_and_hang, table.name, 3, claimed)
         assert claimed.wait(JOIN_S)

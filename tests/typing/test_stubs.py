@@ -31,7 +31,7 @@ def frames() -> None:
         slot: int = table.acquire_free(timeout=None)
         arrays = slot_arrays(table, (2, 2, 3))
         arrays[slot][:] = 1
-        table.publish(slot, frame_id=0, hint=1)
+        table.publish(slot, frame_id=0, target=1)
         claimed = table.claim(1, worker=0, timeout=0.5)
         table.release(claimed, 0)
         pair = table.drop_oldest()

@@ -16,7 +16,7 @@ def table() -> SlotTable:
 def test_create_attach_share_payload(table: SlotTable) -> None:
     slot = table.acquire_free(timeout=0)
     table.buffer(slot)[:5] = b"hello"
-    table.publish(slot, frame_id=41, hint=2)
+    table.publish(slot, frame_id=41, target=2)
     other = SlotTable.attach(table.name)
     try:
         assert other.n_slots == 4 and other.slot_bytes == 100
@@ -34,9 +34,9 @@ def test_full_cycle_fields_and_generation(table: SlotTable) -> None:
     slot = table.acquire_free(timeout=0)
     info = table.slot_info(slot)
     assert info["state"] == "WRITING" and info["generation"] == 1 and info["owner"] is None
-    table.publish(slot, 7, hint=1)
+    table.publish(slot, 7, target=1)
     info = table.slot_info(slot)
-    assert (info["state"], info["frame_id"], info["backend_hint"]) == ("READY", 7, 1)
+    assert (info["state"], info["frame_id"], info["target"]) == ("READY", 7, 1)
     assert info["t_publish_ns"] > 0
     assert table.claim(1, 3, timeout=0) == slot
     info = table.slot_info(slot)
@@ -105,24 +105,24 @@ def test_abort_returns_slot(table: SlotTable) -> None:
 
 def test_drop_oldest_takes_unclaimed_frames_only(table: SlotTable) -> None:
     for frame_id in (4, 2, 9):
-        table.publish(table.acquire_free(timeout=0), frame_id, hint=frame_id % 2)
+        table.publish(table.acquire_free(timeout=0), frame_id, target=frame_id % 2)
     held = table.claim(0, worker=1, timeout=0)  # claims frame 2 (hint 0, oldest)
     assert table.frame_id(held) == 2
     slot, dropped = table.drop_oldest()
     assert dropped == 4 and table.state(slot) == 1  # WRITING, ready to overwrite
-    assert table.drop_oldest(hint=0) is None  # frame 9 has hint 1
-    slot, dropped = table.drop_oldest(hint=1)
+    assert table.drop_oldest(target=0) is None  # frame 9 has hint 1
+    slot, dropped = table.drop_oldest(target=1)
     assert dropped == 9
     assert table.drop_oldest() is None
 
 
 def test_reclaim_rehints_and_makes_stale_release_fail(table: SlotTable) -> None:
     for frame_id in range(3):
-        table.publish(table.acquire_free(timeout=0), frame_id, hint=0)
+        table.publish(table.acquire_free(timeout=0), frame_id, target=0)
     held = [table.claim(0, worker=7, timeout=0) for _ in range(2)]
-    reclaimed = table.reclaim(7, hint=1)
+    reclaimed = table.reclaim(7, target=1)
     assert sorted(f for _, f in reclaimed) == [0, 1]
-    assert all(table.slot_info(s)["backend_hint"] == 1 for s in held)
+    assert all(table.slot_info(s)["target"] == 1 for s in held)
     assert table.reclaim(7) == []
     # another worker takes the frame; the "dead" worker's late release fails
     again = table.claim(1, worker=8, timeout=0)
@@ -198,7 +198,7 @@ def test_retarget_moves_only_ready_frames_of_that_hint(table: SlotTable) -> None
     assert table.retarget(2, 1) == 0
     claimed = sorted(table.frame_id(table.claim(1, worker=1, timeout=0)) for _ in range(2))
     assert claimed == [1, 2]
-    assert table.slot_info(held)["backend_hint"] == 2
+    assert table.slot_info(held)["target"] == 2
 
 
 def test_take_back_only_an_unclaimed_frame_it_still_holds(table: SlotTable) -> None:

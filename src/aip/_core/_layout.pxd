@@ -56,13 +56,13 @@ cdef extern from "aip_layout.h":
     uint64_t AIP_CTL_MAKE(uint32_t state, uint32_t owner, uint32_t gen) noexcept nogil
     unsigned int AIP_NO_OWNER
     unsigned int AIP_MAX_WORKER
-    unsigned int AIP_HINT_ANY
+    unsigned int AIP_ANY_WORKER
     unsigned long long AIP_TOKEN_PENDING
 
     ctypedef struct aip_slot:
         uint64_t ctl             # state | owner << 8 | generation << 32
         uint64_t frame_id        # written while WRITING
-        uint32_t backend_hint    # backend meant to take it, or AIP_HINT_ANY
+        uint32_t target    # backend meant to take it, or AIP_ANY_WORKER
         int64_t t_publish_ns     # when it became READY
         int64_t t_claim_ns       # when a worker claimed it
         int64_t t_release_ns     # when its worker released it
@@ -70,7 +70,7 @@ cdef extern from "aip_layout.h":
     ctypedef struct aip_slot_table_header:
         aip_segment_header seg   # common header
         uint32_t n_slots         # number of slots
-        uint32_t n_wake          # wake lines of hinted claims (+1 for any-hint claims)
+        uint32_t n_wake          # wake lines of targeted claims (+1 for any-target claims)
         uint64_t slot_bytes      # payload bytes per slot
         uint64_t wake_offset     # offset of aip_wake_line[n_wake + 1]
         uint64_t slots_offset    # offset of aip_slot[n_slots]

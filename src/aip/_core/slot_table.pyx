@@ -6,18 +6,18 @@ image) and a control word changed only by compare-and-swap, so that a
 manager and any number of workers in other processes hand frames over
 without a lock:
 
-    manager: acquire_free -> write payload -> publish(frame_id, hint)
-    worker:  claim(hint)  -> read payload  -> (publish result) -> release
+    manager: acquire_free -> write payload -> publish(frame_id, target)
+    worker:  claim(target)  -> read payload  -> (publish result) -> release
     manager: reclaim(dead_worker) puts a dead worker's frames back as READY
 
 Blocking calls spin briefly, then sleep on a futex word; every wait has a
 timeout and wakes on shutdown().
 
-Who is woken. Each hint has a wake word of its own (hint % wake_words), so
+Who is woken. Each target has a wake word of its own (target % wake_words), so
 a frame published for worker 3 wakes worker 3 and nobody else, and a frame
-any worker may take (HINT_ANY) wakes exactly one sleeping claimer. Per-hint
+any worker may take (ANY_WORKER) wakes exactly one sleeping claimer. Per-target
 words rather than futex bitsets: bitsets exist only on Linux, while a word
-per hint works with macOS's __ulock / os_sync calls and the portable
+per target works with macOS's __ulock / os_sync calls and the portable
 fallback alike, at one cache line per word.
 """
 from libc.stdint cimport UINT64_MAX, int64_t, uint32_t, uint64_t
@@ -25,7 +25,7 @@ from libc.stdint cimport UINT64_MAX, int64_t, uint32_t, uint64_t
 from aip._core._layout cimport (
     AIP_AGAIN, AIP_BAD_INDEX, AIP_CLOSED, AIP_CORRUPT, AIP_CTL_GENERATION,
     AIP_CTL_MAKE, AIP_CTL_OWNER, AIP_CTL_STATE, AIP_EMPTY, AIP_FULL,
-    AIP_HINT_ANY, AIP_MAGIC_SLOT_TABLE, AIP_MAX_WORKER, AIP_NO_OWNER,
+    AIP_ANY_WORKER, AIP_MAGIC_SLOT_TABLE, AIP_MAX_WORKER, AIP_NO_OWNER,
     AIP_NOT_OWNER, AIP_OK, AIP_SLOT_FREE, AIP_SLOT_READING, AIP_SLOT_READY,
     AIP_SLOT_WRITING, AIP_TIMEOUT, AIP_WRONG_STATE, AIP_ASSERT, AIP_DEBUG,
     aip_cas_u64, aip_fence_seq_cst, aip_load_u32_acquire, aip_load_u32_relaxed, aip_load_u64_acquire,
@@ -51,7 +51,8 @@ FREE = AIP_SLOT_FREE
 WRITING = AIP_SLOT_WRITING
 READY = AIP_SLOT_READY
 READING = AIP_SLOT_READING
-HINT_ANY = AIP_HINT_ANY
+ANY_WORKER = AIP_ANY_WORKER
+HINT_ANY = ANY_WORKER  # its older name
 NO_OWNER = AIP_NO_OWNER
 MAX_WORKER = AIP_MAX_WORKER
 STATE_NAMES = ("FREE", "WRITING", "READY", "READING")
@@ -102,7 +103,7 @@ cdef inline bint _state_ok(uint64_t ctl) noexcept nogil:
 ctypedef struct claim_attempt:
     aip_slot *slots
     uint32_t n_slots
-    uint32_t hint      # the claimer's backend, or AIP_HINT_ANY for any frame
+    uint32_t target      # the claimer's backend, or AIP_ANY_WORKER for any frame
     uint32_t worker
     Py_ssize_t slot    # out (the corrupt slot, on AIP_CORRUPT)
     uint64_t bad_ctl   # out: its control word, on AIP_CORRUPT
@@ -112,9 +113,9 @@ ctypedef struct claim_attempt:
 
 
 cdef int try_claim(void *p) noexcept nogil:
-    """READY -> READING on the oldest READY frame meant for this hint."""
+    """READY -> READING on the oldest READY frame meant for this target."""
     cdef claim_attempt *a = <claim_attempt *>p
-    cdef uint32_t i, slot_hint
+    cdef uint32_t i, slot_target
     cdef uint64_t ctl, best_ctl = 0, frame_id, best_frame
     cdef Py_ssize_t best
     while True:
@@ -129,8 +130,8 @@ cdef int try_claim(void *p) noexcept nogil:
                 continue
             # Relaxed is enough: if the slot changed since the acquire
             # above, its generation changed too and the CAS below fails.
-            slot_hint = aip_load_u32_relaxed(&a.slots[i].backend_hint)
-            if a.hint != AIP_HINT_ANY and slot_hint != a.hint and slot_hint != AIP_HINT_ANY:
+            slot_target = aip_load_u32_relaxed(&a.slots[i].target)
+            if a.target != AIP_ANY_WORKER and slot_target != a.target and slot_target != AIP_ANY_WORKER:
                 continue
             frame_id = aip_load_u64_relaxed(&a.slots[i].frame_id)
             if frame_id < best_frame:
@@ -147,7 +148,7 @@ cdef int try_claim(void *p) noexcept nogil:
 
 cdef void pass_claim_wake(void *p) noexcept nogil:
     """A wake reached this claimer before it slept, and it took a frame
-    without it: the wake may have been for a HINT_ANY frame it did not
+    without it: the wake may have been for an ANY_WORKER frame it did not
     take, so it goes on to one other sleeping claimer."""
     cdef claim_attempt *a = <claim_attempt *>p
     aip_fence_seq_cst()
@@ -186,7 +187,7 @@ cdef class SlotTable(SegmentHandle):
     """Frame slots in shared memory, handed over by compare-and-swap.
 
     Create one in the manager with :meth:`create`, open it in workers with
-    :meth:`attach`. ``hint`` is a backend number (or ``HINT_ANY``); a
+    :meth:`attach`. ``target`` is the worker a frame is meant for (or ``ANY_WORKER``); a
     ``worker`` id is a number in ``0..MAX_WORKER`` unique among live workers.
     A value read from the segment that is out of range (another process
     wrote garbage) raises ``CorruptSegmentError``.
@@ -200,7 +201,7 @@ cdef class SlotTable(SegmentHandle):
         """Create a table of ``n_slots`` slots of ``slot_bytes`` payload each.
 
         ``name`` defaults to a random, unguessable ``aip_...`` name. Claims
-        with hints ``h`` and ``h + wake_words`` share a wake word: give at
+        with targets ``h`` and ``h + wake_words`` share a wake word: give at
         least as many as there are workers.
         """
         wake_offset, slots_offset, data_offset, stride, total = _layout(
@@ -218,7 +219,7 @@ cdef class SlotTable(SegmentHandle):
         header.data_stride = stride
         for i in range(n_slots):
             slots[i].ctl = AIP_CTL_MAKE(AIP_SLOT_FREE, AIP_NO_OWNER, 0)
-            slots[i].backend_hint = AIP_HINT_ANY
+            slots[i].target = AIP_ANY_WORKER
         publish_header(segment, AIP_MAGIC_SLOT_TABLE)
         return cls._bind(segment, n_slots, slot_bytes, wake_words)
 
@@ -300,15 +301,15 @@ cdef class SlotTable(SegmentHandle):
                          f"has state {AIP_CTL_STATE(ctl)}, which no slot can have: "
                          "another process wrote into the segment")
 
-    cdef void _wake_claimers(self, uint32_t hint) noexcept nogil:
-        """Wake the claimer a frame hinted ``hint`` is meant for: the
-        sleepers of that hint's word and of the any-hint word, or, for
-        HINT_ANY, one sleeping claimer. Call after the frame is READY."""
+    cdef void _wake_claimers(self, uint32_t target) noexcept nogil:
+        """Wake the claimer a frame targeted ``target`` is meant for: the
+        sleepers of that target's word and of the any-target word, or, for
+        ANY_WORKER, one sleeping claimer. Call after the frame is READY."""
         aip_fence_seq_cst()  # orders the READY store before the sleeper loads
-        if hint == AIP_HINT_ANY:
+        if target == AIP_ANY_WORKER:
             wake_one_of(self._wake, self.wake_words + 1, &self._wake_cursor)
         else:
-            wake_line(&self._wake[hint % self.wake_words])
+            wake_line(&self._wake[target % self.wake_words])
             wake_line(&self._wake[self.wake_words])
 
     # ---- manager side ----------------------------------------------------
@@ -355,9 +356,9 @@ cdef class SlotTable(SegmentHandle):
         self._free_cursor = <uint32_t>((a.slot + 1) % self.n_slots)
         return a.slot
 
-    def publish(self, Py_ssize_t slot, uint64_t frame_id, uint32_t hint=AIP_HINT_ANY):
-        """WRITING -> READY: the frame in ``slot`` is complete; ``hint`` names
-        the worker that should take it (``HINT_ANY``: whoever is free).
+    def publish(self, Py_ssize_t slot, uint64_t frame_id, uint32_t target=AIP_ANY_WORKER):
+        """WRITING -> READY: the frame in ``slot`` is complete; ``target`` names
+        the worker that should take it (``ANY_WORKER``: whoever is free).
 
         Returns the slot's generation, which ``take_back`` can check: a
         frame that was claimed and then reclaimed (its worker died) has a
@@ -369,7 +370,7 @@ cdef class SlotTable(SegmentHandle):
             raise_for_status(AIP_WRONG_STATE, f"SlotTable {self.name!r}: publish: slot "
                              f"{slot} is {STATE_NAMES[AIP_CTL_STATE(ctl)]}, not WRITING")
         aip_store_u64_relaxed(&s.frame_id, frame_id)
-        aip_store_u32_relaxed(&s.backend_hint, hint)
+        aip_store_u32_relaxed(&s.target, target)
         aip_store_u64_relaxed(<uint64_t *>&s.t_publish_ns, <uint64_t>aip_now_ns())
         # The CAS is the release: the payload and the fields above are
         # visible to whoever sees READY.
@@ -377,7 +378,7 @@ cdef class SlotTable(SegmentHandle):
                                                       AIP_CTL_GENERATION(ctl))):
             raise_for_status(AIP_WRONG_STATE, f"SlotTable {self.name!r}: publish: slot "
                              f"{slot} changed under the writer")
-        self._wake_claimers(hint)
+        self._wake_claimers(target)
         return AIP_CTL_GENERATION(ctl)
 
     def abort(self, Py_ssize_t slot):
@@ -385,18 +386,18 @@ cdef class SlotTable(SegmentHandle):
         self._transition(slot, AIP_SLOT_WRITING, AIP_SLOT_FREE, AIP_NO_OWNER, 0)
         wake_sleepers(&self._header.free_wake.seq, &self._header.free_wake.sleepers)
 
-    def drop_oldest(self, uint32_t hint=AIP_HINT_ANY):
+    def drop_oldest(self, uint32_t target=AIP_ANY_WORKER):
         """READY -> WRITING on the oldest READY frame that no worker took yet.
 
         For the drop-oldest policy of live streams: the caller overwrites the
-        slot with a newer frame. ``hint`` limits the choice to frames meant
+        slot with a newer frame. ``target`` limits the choice to frames meant
         for one backend. Returns ``(slot, dropped_frame_id)`` or None.
         """
         self._live_header()
         cdef uint32_t i
         cdef uint64_t ctl, best_ctl = 0, frame_id, best_frame
         cdef Py_ssize_t best
-        cdef uint32_t slot_hint
+        cdef uint32_t slot_target
         while True:
             best = -1
             best_frame = UINT64_MAX
@@ -404,8 +405,8 @@ cdef class SlotTable(SegmentHandle):
                 ctl = self._load_ctl(i)
                 if AIP_CTL_STATE(ctl) != AIP_SLOT_READY:
                     continue
-                slot_hint = aip_load_u32_relaxed(&self._slots[i].backend_hint)
-                if hint != AIP_HINT_ANY and slot_hint != hint:
+                slot_target = aip_load_u32_relaxed(&self._slots[i].target)
+                if target != AIP_ANY_WORKER and slot_target != target:
                     continue
                 frame_id = aip_load_u64_relaxed(&self._slots[i].frame_id)
                 if frame_id < best_frame:
@@ -448,10 +449,10 @@ cdef class SlotTable(SegmentHandle):
         return aip_cas_u64(&s.ctl, &ctl, AIP_CTL_MAKE(AIP_SLOT_WRITING, AIP_NO_OWNER,
                                                       AIP_CTL_GENERATION(ctl) + 1))
 
-    def reclaim(self, uint32_t owner, uint32_t hint=AIP_HINT_ANY):
+    def reclaim(self, uint32_t owner, uint32_t target=AIP_ANY_WORKER):
         """READING -> READY for every slot held by ``owner`` (a dead worker).
 
-        The frames are re-hinted to ``hint`` (default: any worker) so that a
+        The frames are re-targeted to ``target`` (default: any worker) so that a
         live worker takes them, and get a new generation: a late release by
         the old owner cannot free them. Returns the list of ``(slot, frame_id)``.
         """
@@ -464,19 +465,19 @@ cdef class SlotTable(SegmentHandle):
             if AIP_CTL_STATE(ctl) != AIP_SLOT_READING or AIP_CTL_OWNER(ctl) != owner:
                 continue
             # Nobody else writes a READING slot's fields: the owner is dead.
-            aip_store_u32_relaxed(&self._slots[i].backend_hint, hint)
+            aip_store_u32_relaxed(&self._slots[i].target, target)
             if aip_cas_u64(&self._slots[i].ctl, &ctl,
                            AIP_CTL_MAKE(AIP_SLOT_READY, AIP_NO_OWNER, AIP_CTL_GENERATION(ctl) + 1)):
                 reclaimed.append((i, aip_load_u64_relaxed(&self._slots[i].frame_id)))
-                self._wake_claimers(hint)
+                self._wake_claimers(target)
         return reclaimed
 
-    def retarget(self, uint32_t from_hint, uint32_t to_hint=AIP_HINT_ANY):
-        """Re-hint every READY frame hinted ``from_hint`` (a backend that died
-        or stalled) to ``to_hint``. Returns how many frames moved.
+    def retarget(self, uint32_t from_target, uint32_t to_target=AIP_ANY_WORKER):
+        """Re-target every READY frame targeted ``from_target`` (a backend that died
+        or stalled) to ``to_target``. Returns how many frames moved.
 
         Each frame goes READY -> WRITING -> READY, so a worker never claims
-        it half re-hinted. Its publish time is kept.
+        it half re-targeted. Its publish time is kept.
         """
         self._live_header()
         cdef uint32_t i
@@ -486,25 +487,25 @@ cdef class SlotTable(SegmentHandle):
         for i in range(self.n_slots):
             ctl = self._load_ctl(i)
             if (AIP_CTL_STATE(ctl) != AIP_SLOT_READY
-                    or aip_load_u32_relaxed(&self._slots[i].backend_hint) != from_hint):
+                    or aip_load_u32_relaxed(&self._slots[i].target) != from_target):
                 continue
             generation = AIP_CTL_GENERATION(ctl) + 1
             if not aip_cas_u64(&self._slots[i].ctl, &ctl,
                                AIP_CTL_MAKE(AIP_SLOT_WRITING, AIP_NO_OWNER, generation)):
                 continue  # claimed meanwhile: it is being served
-            aip_store_u32_relaxed(&self._slots[i].backend_hint, to_hint)
+            aip_store_u32_relaxed(&self._slots[i].target, to_target)
             ctl = AIP_CTL_MAKE(AIP_SLOT_WRITING, AIP_NO_OWNER, generation)
             aip_cas_u64(&self._slots[i].ctl, &ctl,
                         AIP_CTL_MAKE(AIP_SLOT_READY, AIP_NO_OWNER, generation))
-            self._wake_claimers(to_hint)
+            self._wake_claimers(to_target)
             moved += 1
         return moved
 
     # ---- worker side -----------------------------------------------------
 
-    def claim(self, uint32_t hint, uint32_t worker, timeout=None):
-        """READY -> READING: take the oldest READY frame hinted ``hint`` (or
-        hinted ``HINT_ANY``; ``hint=HINT_ANY`` takes any frame).
+    def claim(self, uint32_t target, uint32_t worker, timeout=None):
+        """READY -> READING: take the oldest READY frame targeted ``target`` (or
+        targeted ``ANY_WORKER``; ``target=HINT_ANY`` takes any frame).
 
         Returns the slot. Waits up to ``timeout`` seconds (None: forever;
         0: don't wait); raises ``TimeoutError``, or ``Closed`` after
@@ -517,7 +518,7 @@ cdef class SlotTable(SegmentHandle):
         cdef claim_attempt a
         a.slots = self._slots
         a.n_slots = self.n_slots
-        a.hint = hint
+        a.target = target
         a.worker = worker
         a.wake = self._wake
         a.n_lines = self.wake_words + 1
@@ -526,7 +527,7 @@ cdef class SlotTable(SegmentHandle):
         cdef wait_spec w
         cdef aip_wake_line *line
         if status == AIP_EMPTY:
-            line = &self._wake[self.wake_words if hint == AIP_HINT_ANY else hint % self.wake_words]
+            line = &self._wake[self.wake_words if target == AIP_ANY_WORKER else target % self.wake_words]
             w.seq = &line.seq
             w.sleepers = &line.sleepers
             w.closed = &h.seg.closed
@@ -554,7 +555,7 @@ cdef class SlotTable(SegmentHandle):
             raise_for_status(status, f"SlotTable {self._segment.name!r} was closed "
                              "by another thread of this process")
         raise_for_status(status, f"SlotTable {self._segment.name!r}: no READY frame "
-                         f"for hint {hint}")
+                         f"for target {target}")
         return a.slot
 
     def release(self, Py_ssize_t slot, uint32_t worker):
@@ -614,7 +615,7 @@ cdef class SlotTable(SegmentHandle):
             "owner": None if AIP_CTL_OWNER(ctl) == AIP_NO_OWNER else AIP_CTL_OWNER(ctl),
             "generation": AIP_CTL_GENERATION(ctl),
             "frame_id": aip_load_u64_relaxed(&s.frame_id),
-            "backend_hint": aip_load_u32_relaxed(&s.backend_hint),
+            "target": aip_load_u32_relaxed(&s.target),
             "t_publish_ns": <int64_t>aip_load_u64_relaxed(<uint64_t *>&s.t_publish_ns),
             "t_claim_ns": <int64_t>aip_load_u64_relaxed(<uint64_t *>&s.t_claim_ns),
             "t_release_ns": <int64_t>aip_load_u64_relaxed(<uint64_t *>&s.t_release_ns),

@@ -39,7 +39,7 @@ from aip.pipeline.loop import RunLoop
 from aip.pipeline.pool import WorkerError, WorkerPool, default_slots
 from aip.pipeline.streams import (
     POLICIES,
-    Hints,
+    Targets,
     Stream,
     StreamError,
     StreamEvent,
@@ -178,7 +178,7 @@ class Pipeline:
         self._stream_count = 0
         self._streams: dict[int, Stream] = {}  # of the current run
         self._waiting_streams: list[Stream] = []  # added before a run
-        self._hints: Hints | None = None
+        self._targets: Targets | None = None
         self._running = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -263,8 +263,8 @@ class Pipeline:
             if self._running:
                 self._streams[stream.index] = stream
                 self.metrics.streams[stream.name] = stream.metrics
-                if self._hints is not None:  # the run's streams have started: join them
-                    stream.start(self.pool, self._hints, self._ids)
+                if self._targets is not None:  # the run's streams have started: join them
+                    stream.start(self.pool, self._targets, self._ids)
             else:
                 self._waiting_streams.append(stream)
         return stream.name
@@ -405,25 +405,25 @@ class Pipeline:
         try:
             self.start(self._shape_for(streams))
             scheduler = self.scheduler = make_scheduler(self.mode, self.weights, self.seed)
-            hints = Hints(scheduler)
+            targets = Targets(scheduler)
             for worker in self.pool.workers:
                 if not worker.alive:
-                    hints.mark_dead(worker.index)
+                    targets.mark_dead(worker.index)
             metrics.ideal_fps = self.calibration.ideal_fps if self.calibration else None
-            loop = RunLoop(self.pool, self._streams, hints, metrics,
+            loop = RunLoop(self.pool, self._streams, targets, metrics,
                            stream_timeout_s=self.stream_timeout_s, on_event=self._emit,
                            keep_running=lambda: until_stopped and not self._stop.is_set(),
                            stop_when=self._drain_expired, weight_of=self._weight_of)
             with self._lock:
-                self._hints = hints
+                self._targets = targets
                 for stream in list(self._streams.values()):
-                    stream.start(self.pool, hints, self._ids)
+                    stream.start(self.pool, targets, self._ids)
             yield from loop.results()
             complete = True
         finally:
             with self._lock:
                 self._running = False
-                self._hints = None
+                self._targets = None
             self._stop.clear()
             self._drain_deadline = None
             if loop is not None and not complete:
@@ -514,7 +514,7 @@ class Pipeline:
         """Frames/s of each of ``workers`` kept busy together (pull among them),
         fed by a stream that repeats ``frame``, through the run loop."""
         alive = [w for w in workers if self.pool.workers[w].alive]
-        hints = Hints(_Targets(alive))
+        targets = Targets(_CalibrationSchedule(alive))
         stream = Stream("calibration", _CALIBRATION_STREAM, itertools.repeat(frame),
                         StreamOptions(policy="block"), spec=None, opener=None,
                         first=(frame, time.perf_counter_ns()), keep_frames=False,
@@ -536,10 +536,10 @@ class Pipeline:
                 return True
             return bool(started_ns) and time.perf_counter_ns() - started_ns >= seconds * 1e9
 
-        loop = RunLoop(self.pool, {stream.index: stream}, hints, Metrics(),
+        loop = RunLoop(self.pool, {stream.index: stream}, targets, Metrics(),
                        stream_timeout_s=self.stream_timeout_s, on_event=lambda event: None,
                        stop_when=phase_over)
-        stream.start(self.pool, hints, self._ids)
+        stream.start(self.pool, targets, self._ids)
         try:
             for result in loop.results():
                 if not isinstance(result, FrameResult) or result.worker not in warm:
@@ -557,13 +557,13 @@ class Pipeline:
                 for worker, count in counts.items()}
 
 
-class _Targets:
+class _CalibrationSchedule:
     """A scheduler for calibration: one worker alone, or any of several."""
 
     def __init__(self, workers: list[int]) -> None:
-        from aip.ring import HINT_ANY
+        from aip.ring import ANY_WORKER
 
-        self._target = workers[0] if len(workers) == 1 else HINT_ANY
+        self._target = workers[0] if len(workers) == 1 else ANY_WORKER
 
     def next_hint(self, frame_id: int) -> int:
         return int(self._target)

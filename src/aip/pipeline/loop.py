@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from aip.metrics import Metrics, StreamMetrics
-from aip.pipeline.streams import Hints, Stream, StreamEvent
+from aip.pipeline.streams import Targets, Stream, StreamEvent
 from aip.reorder import DuplicateFrameError, Gap
 from aip.results import FrameResult
 from aip.pipeline.pool import FailedFrame
@@ -47,7 +47,7 @@ class RunLoop:
         self,
         pool: Any,
         streams: dict[int, Stream],
-        hints: Hints,
+        targets: Targets,
         metrics: Metrics,
         *,
         stream_timeout_s: float,
@@ -58,7 +58,7 @@ class RunLoop:
     ) -> None:
         self.pool = pool
         self.streams = streams
-        self.hints = hints
+        self.targets = targets
         self.metrics = metrics
         self.stream_timeout_s = stream_timeout_s
         self.on_event = on_event
@@ -121,7 +121,7 @@ class RunLoop:
                 continue
             inference_s = (int(record["t_infer_end_ns"]) - int(record["t_infer_start_ns"])) / 1e9
             self.metrics.record_processed(label, inference_s)
-            self.hints.observe(worker, inference_s)
+            self.targets.observe(worker, inference_s)
             n = int(record["n_detections"])
             self._push(stream, frame_id, FrameResult(
                 frame_id=frame_id, backend=label, worker=worker,
@@ -165,7 +165,7 @@ class RunLoop:
                     yield item
 
     def check_health(self) -> None:
-        self.pool.check(self.hints.mark_dead, self._failed, self._back)
+        self.pool.check(self.targets.mark_dead, self._failed, self._back)
         now = time.monotonic()
         held = None
         for stream in list(self.streams.values()):
@@ -182,7 +182,7 @@ class RunLoop:
             self._push(stream, frame.stream_frame_id, None, "failed")
 
     def _back(self, worker: int) -> None:
-        self.hints.revive(worker, self.weight_of(worker))
+        self.targets.revive(worker, self.weight_of(worker))
 
     def _streams_in_slots(self) -> set[int]:
         """Streams with a frame in a slot: published, in a worker's hands, or being written."""
@@ -219,7 +219,7 @@ class RunLoop:
             if counts["READY"] + counts["READING"] + counts["WRITING"] == 0 and all(
                     s.join(0) for s in self.streams.values()):
                 return
-            self.pool.check(self.hints.mark_dead, self._failed, self._back)
+            self.pool.check(self.targets.mark_dead, self._failed, self._back)
 
 
 def _record_stream(metrics: StreamMetrics, latency_s: float, now_ns: int) -> None:

@@ -259,7 +259,7 @@ class WorkerPool:
 
         Raises :class:`WorkerError` when no worker is left and none will come back.
         """
-        from aip.ring import HINT_ANY
+        from aip.ring import ANY_WORKER
 
         self._kill_stalled()
         self._drain_events(on_failed, on_back)
@@ -274,8 +274,8 @@ class WorkerPool:
                 last_line = reason.strip().splitlines()[-1] if reason.strip() else reason
                 log.warning("worker %s died (%s); its frames go to the others", worker.label, last_line)
                 self._give_up_poison(worker, last_line, on_failed)
-                self.table.reclaim(worker.index, HINT_ANY)
-                self.table.retarget(worker.index, HINT_ANY)
+                self.table.reclaim(worker.index, ANY_WORKER)
+                self.table.retarget(worker.index, ANY_WORKER)
                 if was_alive and on_dead is not None:
                     on_dead(worker.index)
                 if self.restart_workers:

@@ -86,7 +86,7 @@ class StreamOptions:
             raise ValueError("max_age_ms must be > 0")
 
 
-class Hints:
+class Targets:
     """The scheduler, shared by every reader thread (it is not thread-safe)."""
 
     def __init__(self, scheduler: Any) -> None:
@@ -100,9 +100,9 @@ class Hints:
             except NoLiveBackendError:
                 # Every worker is dead for now (restarts pending): whoever
                 # comes back first takes it.
-                from aip.ring import HINT_ANY
+                from aip.ring import ANY_WORKER
 
-                return int(HINT_ANY)
+                return int(ANY_WORKER)
 
     def observe(self, worker: int, service_s: float) -> None:
         with self._lock:
@@ -176,15 +176,15 @@ class Stream:
         self._thread: threading.Thread | None = None
         self._generation = 0  # of the current reader thread; a stuck one is left behind
         self._failures = 0  # in a row: a frame read resets it
-        self._context: tuple[Any, Hints, Iterator[int]] | None = None
+        self._context: tuple[Any, Targets, Iterator[int]] | None = None
         # Published frames that may still wait: (slot, frame id, stream id, generation).
         self._waiting: deque[tuple[int, int, int, int]] = deque()
         self._place: int | None = None  # latest: the claim-order place a new frame inherits
 
     # ---- control (from the loop's thread) ---------------------------------------
 
-    def start(self, pool: Any, hints: Hints, ids: Iterator[int]) -> None:
-        self._context = (pool, hints, ids)
+    def start(self, pool: Any, targets: Targets, ids: Iterator[int]) -> None:
+        self._context = (pool, targets, ids)
         self._event("started", f"{self.spec if self.spec is not None else type(self.source).__name__}")
         source, self.source = self.source, None
         self._spawn_reader(source)
@@ -244,14 +244,14 @@ class Stream:
 
     def _run(self, generation: int, source: Any) -> None:
         assert self._context is not None
-        pool, hints, ids = self._context
+        pool, targets, ids = self._context
         try:
             while not self._stop.is_set() and generation == self._generation:
                 try:
                     if source is None:
                         assert self._opener is not None
                         source = self._opener(self.spec)
-                    self._pump(pool, hints, ids, source, generation)
+                    self._pump(pool, targets, ids, source, generation)
                     if not self._stop.is_set() and generation == self._generation:
                         self._event("ended", f"{self.metrics.frames_read} frames read")
                         self.metrics.state = "ended"
@@ -291,7 +291,7 @@ class Stream:
         self.events.append(event)
         return event
 
-    def _pump(self, pool: Any, hints: Hints, ids: Iterator[int], source: Any, generation: int) -> None:
+    def _pump(self, pool: Any, targets: Targets, ids: Iterator[int], source: Any, generation: int) -> None:
         """Read frames until the source ends, the stream stops or max_frames."""
         frames = pool.frames
         table = pool.table
@@ -356,7 +356,7 @@ class Stream:
                     capture_ns = read_ns
                 else:
                     np.copyto(image, frame)
-                self._publish(pool, hints, ids, slot, image, height, width, capture_ns)
+                self._publish(pool, targets, ids, slot, image, height, width, capture_ns)
             except BaseException:
                 _abort_quietly(table, slot)
                 raise
@@ -421,17 +421,17 @@ class Stream:
                 return slot
         return None
 
-    def _publish(self, pool: Any, hints: Hints, ids: Iterator[int], slot: int, image: np.ndarray,
+    def _publish(self, pool: Any, targets: Targets, ids: Iterator[int], slot: int, image: np.ndarray,
                  height: int, width: int, capture_ns: int) -> None:
         stream_frame_id = self._next_id()
         try:
-            self._publish_as(pool, hints, ids, stream_frame_id, slot, image, height, width,
+            self._publish_as(pool, targets, ids, stream_frame_id, slot, image, height, width,
                              capture_ns)
         except BaseException:
             self._gap(stream_frame_id, "failed")  # every id issued comes out, as a result or a gap
             raise
 
-    def _publish_as(self, pool: Any, hints: Hints, ids: Iterator[int], stream_frame_id: int,
+    def _publish_as(self, pool: Any, targets: Targets, ids: Iterator[int], stream_frame_id: int,
                     slot: int, image: np.ndarray, height: int, width: int, capture_ns: int) -> None:
         header = pool.frames.headers[slot]
         header["stream"] = self.index
@@ -459,7 +459,7 @@ class Stream:
                     frame_id = old_frame_id if frame_id is None else min(frame_id, old_frame_id)
         if frame_id is None:
             frame_id = next(ids)
-        generation = pool.table.publish(slot, frame_id, hints.next_target(frame_id))
+        generation = pool.table.publish(slot, frame_id, targets.next_target(frame_id))
         self.metrics.frames_published += 1
         if self.options.policy in ("drop-oldest", "latest"):
             # With its generation: a frame claimed by a worker that died after

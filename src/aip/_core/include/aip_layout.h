@@ -89,12 +89,12 @@ typedef enum aip_slot_state {
      ((uint64_t)(gen) << 32))
 #define AIP_NO_OWNER 0xFFFFFFu /* owner of a slot nobody reads */
 #define AIP_MAX_WORKER 0xFFFFFEu
-#define AIP_HINT_ANY 0xFFFFFFFFu /* a frame any worker may take (pull mode) */
+#define AIP_ANY_WORKER 0xFFFFFFFFu /* a frame any worker may take (pull mode) */
 
 typedef struct aip_slot {
     uint64_t ctl;          /* state | owner << 8 | generation << 32, CAS only */
     uint64_t frame_id;     /* written while WRITING, read after acquire of ctl */
-    uint32_t backend_hint; /* backend meant to take it, or AIP_HINT_ANY */
+    uint32_t target; /* backend meant to take it, or AIP_ANY_WORKER */
     uint32_t _pad0;        /* keeps the timestamps 8-byte aligned */
     int64_t t_publish_ns;  /* CLOCK_MONOTONIC when it became READY */
     int64_t t_claim_ns;    /* when a worker claimed it */
@@ -105,8 +105,8 @@ typedef struct aip_slot {
 typedef struct aip_slot_table_header {
     aip_segment_header seg; /* common header, magic AIP_MAGIC_SLOT_TABLE */
     uint32_t n_slots;       /* number of slots */
-    uint32_t n_wake;        /* wake lines of hinted claims (hint % n_wake); one
-                               more follows for claims that take any hint */
+    uint32_t n_wake;        /* wake lines of targeted claims (target % n_wake); one
+                               more follows for claims that take any target */
     uint64_t slot_bytes;    /* payload bytes per slot (a frame), may be 0 */
     uint64_t wake_offset;   /* from segment start to aip_wake_line[n_wake + 1] */
     uint64_t slots_offset;  /* from segment start to aip_slot[n_slots] */
