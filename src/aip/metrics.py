@@ -9,10 +9,10 @@ reports as a Python object, a JSON-able dict and a fixed-width text table.
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -30,6 +30,9 @@ _HIGHEST_S: Final = 3600.0
 _GROWTH: Final = 1.02
 _LOG_GROWTH: Final = math.log(_GROWTH)
 _N_BUCKETS: Final = math.ceil(math.log(_HIGHEST_S / _LOWEST_S) / _LOG_GROWTH) + 2
+# Live FPS: results counted per 100 ms, the last 10 s of them kept.
+_FPS_BUCKET_NS: Final = 100_000_000
+_FPS_BUCKETS_KEPT: Final = 100
 # Exclusive upper edge of each bucket (the last one is open).
 _UPPER_S: Final = np.append(_LOWEST_S * np.exp(np.arange(_N_BUCKETS - 1) * _LOG_GROWTH), math.inf)
 
@@ -217,7 +220,9 @@ class Metrics:
     fps_timeline: list[int] = field(default_factory=list)
     """Ordered frames in each whole second since the run started (for FPS plots)."""
     streams: dict[str, StreamMetrics] = field(default_factory=dict)
-    _recent: list[int] = field(default_factory=list, repr=False)  # result times, for fps_now
+    # Results per 100 ms for the last 10 s, for fps_now: bounded whatever the rate.
+    _recent: deque[tuple[int, int]] = field(
+        default_factory=lambda: deque(maxlen=_FPS_BUCKETS_KEPT), repr=False)
     _last_result_ns: int = field(default=0, repr=False)
 
     def record_processed(self, backend: str, inference_s: float) -> None:
@@ -235,10 +240,12 @@ class Metrics:
         self.frames_ordered += 1
         now = time.perf_counter_ns()
         self._last_result_ns = now
-        self._recent.append(now)
-        if len(self._recent) > 4096 and now - self._recent[0] > 60e9:
-            # Bounded: a new list (readers in other threads keep the old one).
-            self._recent = self._recent[bisect.bisect_left(self._recent, now - int(10e9)):]
+        bucket = now // _FPS_BUCKET_NS
+        recent = self._recent
+        if recent and recent[-1][0] == bucket:
+            recent[-1] = (bucket, recent[-1][1] + 1)
+        else:
+            recent.append((bucket, 1))
         second = max(int(elapsed_s), 0)
         if second >= len(self.fps_timeline):
             self.fps_timeline.extend([0] * (second + 1 - len(self.fps_timeline)))
@@ -246,9 +253,10 @@ class Metrics:
 
     def fps_now(self, window_s: float = 2.0) -> float:
         """Ordered frames per second over the last ``window_s`` (a live figure)."""
-        recent = self._recent  # appended to by the run loop; read here from any thread
-        cutoff = time.perf_counter_ns() - int(window_s * 1e9)
-        return (len(recent) - bisect.bisect_left(recent, cutoff)) / window_s
+        # A copy: the run loop appends while a display thread reads.
+        buckets = list(self._recent)
+        first = (time.perf_counter_ns() - int(window_s * 1e9)) // _FPS_BUCKET_NS
+        return sum(count for bucket, count in buckets if bucket >= first) / window_s
 
     def seconds_since_last_result(self) -> float | None:
         if not self._recent and not self._last_result_ns:
