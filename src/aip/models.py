@@ -268,6 +268,7 @@ def export(
     imgsz: tuple[int, int] = (640, 640),
     half: bool = False,
     cache_dir: Path | None = None,
+    dynamic_batch: bool = False,
 ) -> Path:
     """Export a model for a runtime with ultralytics' exporter, or reuse the cached export.
 
@@ -278,6 +279,8 @@ def export(
         half: float16 weights (ONNX on the CPU keeps float32 inputs and outputs).
         cache_dir: where artifacts live; default beside the checkpoint (if
             writable, else :func:`default_cache_dir`).
+        dynamic_batch: ONNX only: a batch dimension of any size (for
+            workers that batch frames); the height and width stay ``imgsz``.
 
     Returns:
         The artifact's path, named ``<stem>-<hash>-<h>x<w>[-fp16].<ext>``;
@@ -299,8 +302,12 @@ def export(
             raise ModuleNotFoundError(f"exporting to {fmt} needs {module}: pip install 'aip[{extra}]'", name=module)
     source = model_source if isinstance(model_source, ModelSource) else resolve_model(model_source)
     directory = _export_dir(source, cache_dir)
+    if dynamic_batch and fmt != "onnx":
+        raise ValueError(f"a dynamic batch is for ONNX exports, not {fmt}")
     precision = "-fp16" if half else ""
-    target = directory / f"{source.name}-{source.digest[:12]}-{height}x{width}{precision}{EXPORT_SUFFIXES[fmt]}"
+    batching = "-nx" if dynamic_batch else ""
+    target = directory / (f"{source.name}-{source.digest[:12]}-{height}x{width}{precision}{batching}"
+                          f"{EXPORT_SUFFIXES[fmt]}")
     if target.exists():
         return target
     directory.mkdir(parents=True, exist_ok=True)
@@ -312,7 +319,7 @@ def export(
         if fmt == "coreml":
             produced = _convert_coreml(weights, (height, width), half)
         else:
-            produced = _run_exporter(weights, fmt, (height, width), half)
+            produced = _run_exporter(weights, fmt, (height, width), half, dynamic_batch)
         try:
             os.replace(produced, target)
         except OSError:
@@ -327,6 +334,7 @@ def artifact_path(
     imgsz: tuple[int, int] = (640, 640),
     half: bool = False,
     seed: int = 0,
+    dynamic_batch: bool = False,
 ) -> Path:
     """The ``fmt`` artifact a backend loads: ``model`` itself if it already is one, else its export.
 
@@ -336,7 +344,7 @@ def artifact_path(
     """
     path = Path(str(DEFAULT_MODEL if model is None else model)).expanduser()
     if path.suffix.lower() != EXPORT_SUFFIXES[fmt]:
-        return export(resolve_model(path, seed), fmt, imgsz, half)
+        return export(resolve_model(path, seed), fmt, imgsz, half, dynamic_batch=dynamic_batch)
     if not path.exists():
         raise FileNotFoundError(f"{fmt} model {str(path)!r} not found")
     return path
@@ -363,7 +371,8 @@ def no_auto_install() -> Iterator[None]:
         checks.AUTOINSTALL = saved
 
 
-def _run_exporter(weights: Path, fmt: str, imgsz: tuple[int, int], half: bool) -> Path:
+def _run_exporter(weights: Path, fmt: str, imgsz: tuple[int, int], half: bool,
+                  dynamic_batch: bool = False) -> Path:
     import torch
     from ultralytics import YOLO
     from ultralytics.cfg import DEFAULT_CFG_DICT
@@ -382,7 +391,10 @@ def _run_exporter(weights: Path, fmt: str, imgsz: tuple[int, int], half: bool) -
                 format=fmt,
                 imgsz=list(imgsz),
                 device="cpu",
-                dynamic=False,  # fixed shapes: the fastest graphs, and the ANE needs them
+                # Fixed shapes: the fastest graphs, and the ANE needs them. A
+                # batching worker needs a free batch dimension; ultralytics
+                # then frees height and width too, and aip feeds imgsz.
+                dynamic=dynamic_batch,
                 nms=False,  # aip runs its own NMS on the raw (1, 4 + nc, N) head output
                 verbose=False,
                 **options,

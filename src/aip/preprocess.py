@@ -323,8 +323,17 @@ class Preprocessor:
 
     def __call__(self, frame_bgr: np.ndarray) -> np.ndarray:
         """Letterbox ``frame_bgr`` ((h, w, 3) uint8 BGR) into ``output`` and return ``output``."""
+        return self.into(frame_bgr, self.output, self._planes)
+
+    def into(self, frame_bgr: np.ndarray, out: np.ndarray, planes: np.ndarray | None = None) -> np.ndarray:
+        """Letterbox ``frame_bgr`` into ``out``, a (3, H, W) or (1, 3, H, W)
+        array of this preprocessor's dtype: e.g. one frame's place in a
+        batch tensor (written in place, no copy). Returns ``out``."""
         frame = _check_frame(frame_bgr)
         if frame.shape[:2] != self.src_hw:
             raise ValueError(f"frame is {frame.shape[:2]}, this Preprocessor was made for {self.src_hw}")
-        self._plan.run(frame, self._planes)
-        return self.output
+        if out.dtype != self.dtype or out.shape[-2:] != self.dst_hw:
+            raise ValueError(f"out is {out.shape} {out.dtype}, this Preprocessor writes "
+                             f"(3, {self.dst_hw[0]}, {self.dst_hw[1]}) {self.dtype}")
+        self._plan.run(frame, _planes(out) if planes is None else planes)
+        return out

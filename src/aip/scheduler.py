@@ -188,10 +188,34 @@ class Scheduler(Protocol):
         ...
 
 
+def cycle_in_runs(weights: Mapping[int, int], runs: Mapping[int, int], rng: Rng) -> list[int]:
+    """A weighted cycle in which a batching backend's frames come in runs of
+    its batch size (``runs[backend]``), so that its batches fill.
+
+    Shares stay exact: every weight is scaled by the least common multiple
+    L of the batch sizes, and a backend with batch b takes w * L / b runs of
+    b frames per cycle, spread like any weighted cycle.
+    """
+    batches = {b: max(1, int(runs.get(b, 1))) for b in weights}
+    if all(size == 1 for size in batches.values()):
+        return weighted_cycle(weights, rng)
+    lcm = 1
+    for size in batches.values():
+        lcm = lcm * size // math.gcd(lcm, size)
+    units = {b: w * lcm // batches[b] for b, w in weights.items()}
+    divisor = 0
+    for count in units.values():
+        divisor = math.gcd(divisor, count)
+    units = {b: count // divisor for b, count in units.items()}  # the shortest such cycle
+    return [b for unit in weighted_cycle(units, rng) for b in [unit] * batches[unit]]
+
+
 class _CycleScheduler:
     """Walks a weighted cycle; shared by the static and adaptive policies."""
 
-    def __init__(self, weights: Weights, seed: int = 0) -> None:
+    def __init__(self, weights: Weights, seed: int = 0,
+                 runs: Mapping[int, int] | None = None) -> None:
+        self._runs = dict(runs or {})
         self._weights = _weight_dict(weights)
         if not self._weights:
             raise ValueError("a cycle scheduler needs at least one backend with weight > 0")
@@ -250,7 +274,7 @@ class _CycleScheduler:
     def _set_weights(self, weights: dict[int, int], *, count_rebuild: bool = True) -> None:
         # A new cycle starts from its beginning: its prefixes are the balanced ones.
         self._weights = weights
-        self._cycle = weighted_cycle(weights, self._rng) if weights else []
+        self._cycle = cycle_in_runs(weights, self._runs, self._rng) if weights else []
         self._position = 0
         if count_rebuild:
             self.rebuilds += 1
@@ -285,6 +309,7 @@ class AdaptiveScheduler(_CycleScheduler):
         alpha: float = 0.1,
         drift_threshold: float = 0.1,
         min_samples: int = 5,
+        runs: Mapping[int, int] | None = None,
     ) -> None:
         # alpha: weight of the newest sample. 0.1 forgets in ~10 frames per
         # backend (fast enough for a 3x slowdown) and shrinks sample jitter
@@ -306,7 +331,7 @@ class AdaptiveScheduler(_CycleScheduler):
         self._samples: dict[int, int] = {}
         self._stalled: dict[int, int] = {}  # stalled backend -> weight to restore
         self._reference_share: dict[int, float] = {}  # the shares the weights were set for
-        super().__init__(weights, seed)
+        super().__init__(weights, seed, runs)
 
     @property
     def service_rates(self) -> dict[int, float]:
@@ -397,19 +422,22 @@ def make_scheduler(
     weights: Weights,
     seed: int = 0,
     *,
+    runs: Mapping[int, int] | None = None,
     alpha: float = 0.1,
     drift_threshold: float = 0.1,
     min_samples: int = 5,
 ) -> Scheduler:
     """Build the scheduler for ``mode`` (one of :data:`SCHEDULER_MODES`).
 
-    ``alpha``, ``drift_threshold`` and ``min_samples`` tune the adaptive policy only.
+    ``alpha``, ``drift_threshold`` and ``min_samples`` tune the adaptive policy only;
+    ``runs`` (backend -> batch size) makes cycles hand batching backends runs of frames.
     """
     if mode == "static":
-        return StaticScheduler(weights, seed)
+        return StaticScheduler(weights, seed, runs=runs)
     if mode == "adaptive":
         return AdaptiveScheduler(
-            weights, seed, alpha=alpha, drift_threshold=drift_threshold, min_samples=min_samples
+            weights, seed, alpha=alpha, drift_threshold=drift_threshold, min_samples=min_samples,
+            runs=runs,
         )
     if mode == "pull":
         return PullScheduler(weights)

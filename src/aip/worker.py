@@ -47,12 +47,14 @@ def result_dtype(max_detections: int) -> np.dtype[Any]:
             ("status", "<u4"),  # RESULT_OK, RESULT_LATE or RESULT_FAILED
             ("n_detections", "<u4"),
             ("stream", "<u4"),  # from the frame's header
+            ("batch_size", "<u4"),  # frames in the inference call that did it
+            ("_pad", "<u4"),
             ("stream_frame_id", "<u8"),
             ("t_capture_ns", "<i8"),
             ("t_publish_ns", "<i8"),  # the frame was published into its slot (ingest)
             ("t_claim_ns", "<i8"),  # this worker claimed it
-            ("t_infer_start_ns", "<i8"),  # preprocessing starts
-            ("t_infer_end_ns", "<i8"),  # postprocessing done
+            ("t_infer_start_ns", "<i8"),  # preprocessing starts (of the whole batch)
+            ("t_infer_end_ns", "<i8"),  # postprocessing done (of the whole batch)
             ("detections", "<f4", (max_detections, 6)),  # x1 y1 x2 y2 score class
         ]
     )
@@ -101,64 +103,95 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
     backend = create(config.spec)
     backend.load()
     frames = SlotFrames(table, config.max_frame_shape)
-    infer_frame = _inference(backend, config)
-    # One frame through the whole path before reporting ready: the first call
-    # compiles (or loads from cache) the Numba kernels, up to a second or so
-    # that must not land on a real frame's latency.
-    infer_frame(np.zeros(config.max_frame_shape, np.uint8))
+    infer = _inference(backend, config)
+    batch = infer.batch
+    waiter = BatchWait(config.spec.options.get("max_wait_ms"))
+    # One frame (and one full batch) through the whole path before reporting
+    # ready: the first call compiles (or loads from cache) the Numba kernels,
+    # up to a second or so that must not land on a real frame's latency.
+    infer([np.zeros(config.max_frame_shape, np.uint8)] * batch)
     record = np.zeros((), result_dtype(config.max_detections))
     record["worker"] = config.worker_id
-    events.put(("ready", config.worker_id, backend.device))
+    me = config.worker_id
+    events.put(("ready", me, backend.device))
+
+    def report(slot: int, header: Any, status: int, detections: Any, start: int,
+               end: int = 0, size: int = 1) -> None:
+        n = 0 if detections is None else min(len(detections), config.max_detections)
+        if n:
+            record["detections"][:n] = detections[:n]
+        info = table.slot_info(slot)
+        record["status"] = status
+        record["frame_id"] = info["frame_id"]
+        record["stream"] = header["stream"][0]
+        record["stream_frame_id"] = header["stream_frame_id"][0]
+        record["t_capture_ns"] = header["t_capture_ns"][0]
+        record["t_publish_ns"] = info["t_publish_ns"]
+        record["t_claim_ns"] = info["t_claim_ns"]
+        record["t_infer_start_ns"] = start
+        record["t_infer_end_ns"] = end or time.perf_counter_ns()
+        record["batch_size"] = size
+        record["n_detections"] = n
+        _put(ring, record.tobytes(), parent)
+        backend.after_result()
+        try:
+            table.release(slot, me)
+        except SlotStateError:
+            pass  # reclaimed meanwhile: the manager drops the duplicate
+
+    def failed(slot: int, header: Any) -> bool:
+        """One more attempt on a frame that raised: another worker tries it,
+        unless it has had ``max_attempts``. True when it is given up."""
+        header["attempts"] += 1
+        given_up = int(header["attempts"][0]) >= config.max_attempts
+        events.put(("frame_error", me, (int(header["stream"][0]), int(header["stream_frame_id"][0]),
+                                         given_up, traceback.format_exc())))
+        if not given_up and table.take_from(slot, me):
+            # Back to READY, for any worker: only this slot, not the rest of a batch.
+            table.publish(slot, table.frame_id(slot), ANY_WORKER)
+        return given_up
+
     try:
         while True:
             try:
-                slot = table.claim(config.worker_id, config.worker_id, timeout=PARENT_CHECK_S)
+                slots = [table.claim(me, me, timeout=PARENT_CHECK_S)]
             except TimeoutError:
                 if os.getppid() != parent:
                     return  # the manager is gone
                 continue
             except Closed:
                 return
+            if batch > 1:
+                slots += _fill_batch(table, me, batch - 1, waiter.wait_s())
             start = time.perf_counter_ns()
-            header, image = frames.frame(slot)
-            deadline = int(header["deadline_ns"][0])
-            n = 0
-            if deadline and start > deadline:
-                record["status"] = RESULT_LATE
-            else:
-                try:
-                    detections = infer_frame(image)
-                except Exception:  # noqa: BLE001 - one frame's failure, not the worker's
-                    header["attempts"] += 1
-                    failed = int(header["attempts"][0]) >= config.max_attempts
-                    events.put(("frame_error", config.worker_id,
-                                (int(header["stream"][0]), int(header["stream_frame_id"][0]),
-                                 failed, traceback.format_exc())))
-                    if not failed:
-                        # Another worker tries it: back to READY, for anyone.
-                        table.reclaim(config.worker_id, ANY_WORKER)
-                        continue
-                    record["status"] = RESULT_FAILED
+            todo = []
+            for slot in slots:
+                header, image = frames.frame(slot)
+                deadline = int(header["deadline_ns"][0])
+                if deadline and start > deadline:
+                    report(slot, header, RESULT_LATE, None, start)
                 else:
-                    record["status"] = RESULT_OK
-                    n = min(len(detections), config.max_detections)
-                    record["detections"][:n] = detections[:n]
-            info = table.slot_info(slot)
-            record["frame_id"] = info["frame_id"]
-            record["stream"] = header["stream"][0]
-            record["stream_frame_id"] = header["stream_frame_id"][0]
-            record["t_capture_ns"] = header["t_capture_ns"][0]
-            record["t_publish_ns"] = info["t_publish_ns"]
-            record["t_claim_ns"] = info["t_claim_ns"]
-            record["t_infer_start_ns"] = start
-            record["t_infer_end_ns"] = time.perf_counter_ns()
-            record["n_detections"] = n
-            _put(ring, record.tobytes(), parent)
-            backend.after_result()
+                    todo.append((slot, header, image))
+            if not todo:
+                continue
             try:
-                table.release(slot, config.worker_id)
-            except SlotStateError:
-                pass  # reclaimed meanwhile: the manager drops the duplicate
+                results = infer([image for _, _, image in todo])
+            except Exception:  # noqa: BLE001 - which frame? try them one by one
+                results = None
+            if results is not None:
+                end = time.perf_counter_ns()
+                for (slot, header, _), detections in zip(todo, results):
+                    report(slot, header, RESULT_OK, detections, start, end, len(todo))
+            else:
+                for slot, header, image in todo:
+                    try:
+                        [detections] = infer([image])
+                    except Exception:  # noqa: BLE001 - one frame's failure, not the worker's
+                        if failed(slot, header):
+                            report(slot, header, RESULT_FAILED, None, start)
+                        continue
+                    report(slot, header, RESULT_OK, detections, start)
+            waiter.observe((time.perf_counter_ns() - start) / 1e9)
     except Closed:
         return
     finally:
@@ -166,6 +199,56 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
         backend.close()
         ring.close()
         table.close()
+
+
+def _fill_batch(table: Any, me: int, more: int, wait_s: float) -> list[int]:
+    """Claim up to ``more`` frames meant for this worker, waiting at most
+    ``wait_s`` after the first one for them to come."""
+    got: list[int] = []
+    deadline = time.perf_counter() + wait_s
+    while len(got) < more:
+        try:
+            got.append(int(table.claim(me, me, timeout=max(0.0, deadline - time.perf_counter()))))
+        except TimeoutError:
+            break
+    return got
+
+
+class BatchWait:
+    """How long a batching worker waits for its batch to fill after the first frame.
+
+    ``max_wait_ms`` given: that. Else it adapts, as DeepStream's push timeout
+    and Roboflow's adaptive window do: at most half the measured service time
+    of a batch (waiting longer costs more latency than the batch saves), at
+    most AUTO_MAX_WAIT_S, and nothing while frames come further apart than
+    that (the batch would not fill: waiting only adds latency).
+    """
+
+    AUTO_MAX_WAIT_S = 0.05
+    ALPHA = 0.2  # EWMA weight of the newest measurement
+
+    def __init__(self, max_wait_ms: Any = None) -> None:
+        self.fixed_s = None if max_wait_ms is None else max(float(max_wait_ms), 0.0) / 1e3
+        self.service_s: float | None = None
+        self.gap_s: float | None = None
+        self._last_claim = 0.0
+
+    def wait_s(self) -> float:
+        now = time.perf_counter()
+        if self._last_claim:
+            gap = now - self._last_claim
+            self.gap_s = gap if self.gap_s is None else self.gap_s + self.ALPHA * (gap - self.gap_s)
+        self._last_claim = now
+        if self.fixed_s is not None:
+            return self.fixed_s
+        if self.service_s is None:
+            return 0.0
+        budget = min(0.5 * self.service_s, self.AUTO_MAX_WAIT_S)
+        return 0.0 if self.gap_s is not None and self.gap_s > budget else budget
+
+    def observe(self, service_s: float) -> None:
+        self.service_s = (service_s if self.service_s is None
+                          else self.service_s + self.ALPHA * (service_s - self.service_s))
 
 
 def _put(ring: Any, record: bytes, parent: int) -> None:
@@ -180,33 +263,49 @@ def _put(ring: Any, record: bytes, parent: int) -> None:
                 raise SystemExit(0) from None
 
 
-def _inference(backend: Any, config: WorkerConfig) -> Any:
-    """frame -> (K, 6) detections in frame coordinates."""
-    if not backend.wants_tensor:
-        empty = np.zeros((0, 6), np.float32)
+class _Inference:
+    """frames -> one (K, 6) detections array per frame, in frame coordinates,
+    through one inference call for the whole batch."""
 
-        def run_raw(frame: np.ndarray) -> np.ndarray:
-            backend.infer(frame)
-            return empty
+    def __init__(self, backend: Any, config: WorkerConfig) -> None:
+        from aip.postprocess import postprocess
+        from aip.preprocess import Preprocessor
 
-        return run_raw
+        self.backend = backend
+        self.config = config
+        self._postprocess = postprocess
+        self._preprocessor_class = Preprocessor
+        self.batch = max(1, int(config.spec.options.get("batch", 1)))
+        self._preprocessors: dict[tuple[int, int], Any] = {}  # one per frame size seen
+        # The input tensor, allocated once for the largest batch; n frames use its first n.
+        self._tensor = (np.empty((self.batch, 3, *backend.input_hw), backend.input_dtype)
+                        if backend.wants_tensor else None)
 
-    from aip.postprocess import postprocess
-    from aip.preprocess import Preprocessor
+    def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        if self._tensor is None:
+            # A backend that takes raw frames (sim) is called once per batch,
+            # with its first frame: one service time for the whole batch.
+            self.backend.infer(images[0])
+            empty = np.zeros((0, 6), np.float32)
+            return [empty for _ in images]
+        tensor = self._tensor[: len(images)]
+        params = []
+        for i, image in enumerate(images):
+            frame_hw = (int(image.shape[0]), int(image.shape[1]))
+            preprocessor = self._preprocessors.get(frame_hw)
+            if preprocessor is None:
+                preprocessor = self._preprocessors[frame_hw] = self._preprocessor_class(
+                    (*frame_hw, 3), self.backend.input_hw, self.backend.input_dtype)
+            preprocessor.into(image, tensor[i])  # straight into the batch: no copy
+            params.append((frame_hw, preprocessor.params))
+        raw = self.backend.infer(tensor)
+        config = self.config
+        return [
+            self._postprocess(raw[i : i + 1], frame_hw, letterbox, config.conf, config.iou,
+                              max_det=config.max_detections)
+            for i, (frame_hw, letterbox) in enumerate(params)
+        ]
 
-    preprocessors: dict[tuple[int, int], Preprocessor] = {}  # one per frame size seen
 
-    def run_model(frame: np.ndarray) -> np.ndarray:
-        frame_hw = (int(frame.shape[0]), int(frame.shape[1]))
-        preprocessor = preprocessors.get(frame_hw)
-        if preprocessor is None:
-            preprocessor = preprocessors[frame_hw] = Preprocessor(
-                (*frame_hw, 3), backend.input_hw, backend.input_dtype)
-        tensor = preprocessor(frame)
-        raw = backend.infer(tensor)
-        return postprocess(
-            raw, frame_hw, preprocessor.params, config.conf, config.iou,
-            max_det=config.max_detections,
-        )
-
-    return run_model
+def _inference(backend: Any, config: WorkerConfig) -> _Inference:
+    return _Inference(backend, config)

@@ -142,3 +142,15 @@ def test_a_starting_pipeline_sweeps_segments_of_dead_creators() -> None:
             pipeline.start(SMALL)
             assert not os.path.exists(path)
     assert_no_children_left()
+
+
+def test_a_worker_killed_mid_batch_loses_no_frame() -> None:
+    # Batches of 4; frame 40 (first byte 41) kills the batching worker while it
+    # holds a whole batch: every frame it held goes to the other worker.
+    specs = [sim(0.01, "batcher", batch=4, max_wait_ms=20, crash_on=41), sim(0.003, "single")]
+    with Pipeline(specs, mode="pull") as pipeline:
+        out = list(pipeline.run(frames(200)))
+    assert [r.frame_id for r in out] == list(range(200))
+    failed = [r.frame_id for r in out if isinstance(r, Gap)]
+    assert failed == []  # one crash is one attempt: the frames are done again
+    assert_no_children_left()

@@ -67,6 +67,24 @@ def test_pipeline_detections_equal_ultralytics(backend: str, video: Path,
     assert mp.active_children() == []
 
 
+@pytest.mark.parametrize("backend", ["cpu", "onnx"])
+def test_batched_detections_equal_ultralytics_frame_by_frame(
+    backend: str, video: Path, reference: list[np.ndarray],
+) -> None:
+    # Batches of 4 (an ONNX model with a free batch dimension), one inference
+    # call per batch: each frame's detections are still ultralytics' own.
+    batched = BackendSpec(backend, {"imgsz": IMGSZ, "threads": 1, "batch": 4, "max_wait_ms": 100})
+    with VideoFileSource(video) as source, Pipeline([batched], mode="pull", conf=CONF) as pipeline:
+        results = list(pipeline.run(source))
+    assert [r.frame_id for r in results] == list(range(VIDEO_FRAMES))
+    starts = {r.t_infer_start_ns for r in results}
+    assert len(starts) < VIDEO_FRAMES  # frames did share inference calls
+    for result, expected in zip(results, reference):
+        assert isinstance(result, FrameResult)
+        assert_same_detections(result.detections, expected)
+    assert mp.active_children() == []
+
+
 def test_heterogeneous_calibrated_run_takes_every_frame_once_in_order(
     video: Path, reference: list[np.ndarray], tmp_path: Path
 ) -> None:

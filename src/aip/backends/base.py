@@ -8,6 +8,7 @@ process boundary), then calls :meth:`Backend.infer` once per frame.
 from __future__ import annotations
 
 import importlib
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,8 @@ REGISTRY = {
 # ``-b onnx:thread=1`` is an error that lists these, not a setting silently
 # ignored. A backend module reads no option that is not declared here
 # (tests/unit/test_backend_options.py holds each module to its set).
-_COMMON_OPTIONS = frozenset({"model", "imgsz", "seed"})
+# batch / max_wait_ms: the worker's micro-batching (aip.worker), for every backend.
+_COMMON_OPTIONS = frozenset({"model", "imgsz", "seed", "batch", "max_wait_ms"})
 _TORCH_OPTIONS = _COMMON_OPTIONS | {
     "device", "threads",
     # CudaTuning (cuda only; cpu and mps reject them with their own message)
@@ -162,6 +164,16 @@ def check_options(spec: BackendSpec) -> None:
     known = BACKEND_OPTIONS.get(spec.name)
     if known is None:
         return
+    for name, low, high in (("batch", 1, 256), ("max_wait_ms", 0, 10_000)):
+        if name in spec.options:
+            try:
+                value = float(spec.options[name])
+            except (TypeError, ValueError):
+                value = math.nan
+            if not low <= value <= high or (name == "batch" and value != int(value)):
+                raise BackendOptionError(f"backend {spec.name}: {name} must be "
+                                         f"{'an integer ' if name == 'batch' else ''}in {low}..{high}, "
+                                         f"got {spec.options[name]!r}")
     unknown = sorted(set(spec.options) - known)
     if unknown:
         some = ", ".join(repr(name) for name in unknown)

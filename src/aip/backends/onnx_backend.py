@@ -64,6 +64,8 @@ class OnnxBackend(Backend):
         options = spec.options
         self._requested_hw = None if options.get("imgsz") is None else parse_imgsz(options["imgsz"])
         self._input_hw = self._requested_hw or (640, 640)
+        # A worker that batches needs a model with a free batch dimension.
+        self._dynamic_batch = int(options.get("batch", 1)) > 1
         self._input_dtype: np.dtype[Any] = np.dtype(np.float32)
         self._session: Any = None
         self._input_name = ""
@@ -123,6 +125,7 @@ class OnnxBackend(Backend):
             self._input_hw,
             half=bool(options.get("half", False)),
             seed=int(options.get("seed", 0)),
+            dynamic_batch=self._dynamic_batch,
         )
 
     def load(self) -> None:
@@ -151,7 +154,14 @@ class OnnxBackend(Backend):
         model_input = self._session.get_inputs()[0]
         shape = tuple(model_input.shape[2:])
         if not all(isinstance(side, int) for side in shape):
-            raise ValueError(f"{path} has a dynamic input shape {model_input.shape}; export it with a fixed imgsz")
+            if self._requested_hw is None:
+                raise ValueError(f"{path} has a dynamic input shape {model_input.shape}; pass imgsz, "
+                                 "or export it with a fixed imgsz")
+            shape = self._requested_hw  # a dynamic export (batching): fed at imgsz
+        batch_dim = model_input.shape[0]
+        if self._dynamic_batch and isinstance(batch_dim, int) and batch_dim != int(options["batch"]):
+            raise ValueError(f"{path} takes batches of {batch_dim}, not {options['batch']}: export it "
+                             "with a dynamic batch (let aip export it) or use batch=1")
         if self._requested_hw is not None and shape != self._requested_hw:
             raise ValueError(f"{path} takes {shape[0]}x{shape[1]} inputs, not the imgsz {self._requested_hw} asked for")
         self._input_hw = (int(shape[0]), int(shape[1]))
@@ -174,7 +184,7 @@ class OnnxBackend(Backend):
         return [(name, provider_options[name]), "CPUExecutionProvider"]
 
     def infer(self, batch: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        """(1, 3, H, W) array of ``input_dtype`` -> raw head output (1, 4 + nc, N) float32."""
+        """(n, 3, H, W) array of ``input_dtype`` -> raw head output (n, 4 + nc, N) float32."""
         if self._session is None:
             raise RuntimeError("call load() before infer()")
         output: npt.NDArray[Any] = self._session.run(None, {self._input_name: batch})[0]

@@ -1,7 +1,8 @@
 """``sim``: a backend that takes a set time per frame (the seed's study).
 
 For scheduler tests and studies only: it never stands in for a real backend
-in a claim. ``latency_s`` is the service time; ``jitter_s`` adds a uniform
+in a claim. With ``batch=N`` a worker hands it one frame per batch: it
+takes one service time per call, an ideal batching device. ``latency_s`` is the service time; ``jitter_s`` adds a uniform
 random ±jitter; ``slowdown_after`` / ``slowdown_factor`` make it slow down
 after that many frames (the drift scenario). Fault injection, for the
 failure-path tests: a frame whose first byte equals ``crash_on`` kills the

@@ -36,7 +36,7 @@ from aip.calibrate import CalibrationKey, CalibrationResult, calibrate
 from aip.metrics import Metrics
 from aip.pipeline.frames import check_frame_shape
 from aip.pipeline.loop import RunLoop
-from aip.pipeline.pool import WorkerError, WorkerPool, default_slots
+from aip.pipeline.pool import WorkerError, WorkerPool, batch_of, default_slots
 from aip.pipeline.streams import (
     POLICIES,
     Targets,
@@ -165,7 +165,7 @@ class Pipeline:
         self.reconnect_backoff_s = reconnect_backoff_s
         self.on_event = on_event
         self.pool = WorkerPool(
-            backends, self.labels, n_slots=n_slots or default_slots(len(backends)),
+            backends, self.labels, n_slots=n_slots or default_slots(backends),
             max_detections=max_detections, conf=conf, iou=iou,
             start_timeout_s=start_timeout_s, stall_timeout_s=stall_timeout_s,
             max_attempts=max_attempts, restart_workers=restart_workers,
@@ -404,7 +404,9 @@ class Pipeline:
         complete = False
         try:
             self.start(self._shape_for(streams))
-            scheduler = self.scheduler = make_scheduler(self.mode, self.weights, self.seed)
+            scheduler = self.scheduler = make_scheduler(
+                self.mode, self.weights, self.seed,
+                runs={i: batch_of(spec) for i, spec in enumerate(self.specs)})
             targets = Targets(scheduler)
             for worker in self.pool.workers:
                 if not worker.alive:

@@ -121,7 +121,8 @@ class RunLoop:
                 continue
             inference_s = (int(record["t_infer_end_ns"]) - int(record["t_infer_start_ns"])) / 1e9
             self.metrics.record_processed(label, inference_s)
-            self.targets.observe(worker, inference_s)
+            # A batch of n took inference_s: each of its frames cost 1/n of it.
+            self.targets.observe(worker, inference_s / max(int(record["batch_size"]), 1))
             n = int(record["n_detections"])
             self._push(stream, frame_id, FrameResult(
                 frame_id=frame_id, backend=label, worker=worker,

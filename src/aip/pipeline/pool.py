@@ -87,10 +87,15 @@ def _sweep_stale_segments() -> None:
         log.info("removed stale segment %s of dead process %d", segment.name, segment.creator_pid)
 
 
-def default_slots(n_workers: int) -> int:
-    # Every worker needs one frame in hand and one waiting so that it never
-    # idles between frames; a static cycle needs room for its burstiness.
-    return max(16, 4 * n_workers)
+def batch_of(spec: BackendSpec) -> int:
+    """Frames the worker of ``spec`` runs in one inference call."""
+    return max(1, int(spec.options.get("batch", 1)))
+
+
+def default_slots(specs: Sequence[BackendSpec]) -> int:
+    # Every worker needs a batch in hand and one waiting so that it never
+    # idles between batches; a static cycle needs room for its burstiness.
+    return max(16, sum(2 * batch_of(spec) + 2 for spec in specs))
 
 
 class WorkerPool:
