@@ -163,6 +163,13 @@ def run(frames: int = 150, model: str | None = None, seconds: float = 8.0) -> di
                 f"{cores} onnx workers x 1 thread, pull"))
     add(run_aip([onnx_spec(1) for _ in range(cores)], video, "static",
                 f"{cores} onnx workers x 1 thread, static"))
+    # Micro-batching on the CPU: one call for up to N frames (an ONNX model
+    # with a free batch dimension, exported by the backend itself).
+    for batch in (4, 8):
+        batched = BackendSpec("onnx", {"model": str(source.path), "imgsz": (480, 640), "threads": 1,
+                                       "spin": False, "batch": batch, "max_wait_ms": 50})
+        add(run_aip([batched for _ in range(cores)], video, "pull",
+                    f"{cores} onnx workers x 1 thread, pull, batch {batch}"))
     cpu = BackendSpec("cpu", {"model": str(source.path), "imgsz": (480, 640), "threads": 1})
     add(run_aip([onnx_spec(1), cpu], video, "static", "onnx + cpu (torch) x 1 thread, static"))
     return {"results": rows, "model": source.name, "video": {"frames": frames, "size": "640x480"}}
