@@ -205,6 +205,7 @@ def test_streams_summary_states_each_target() -> None:
     rows = [row("aip", "sim", 480.0, 20.0, manager_cpu_pct=30.0),
             row("aip", "real-under", 24.0, 50.0, service_ms=20.0, capacity_fps=40.0),
             row("aip", "real-over", 39.0, 70.0, service_ms=20.0, capacity_fps=40.0),
+            row("ultralytics", "real-under", 24.0, 400.0),
             row("ultralytics", "real-over", 10.0, 500.0)]
     text = summarize({"settings": {"seconds": 1, "warmup_s": 1}, "results": rows})
     assert "sim: manager CPU <= 25 % of a core: 30.0 %: NOT met" in text
@@ -213,3 +214,5 @@ def test_streams_summary_states_each_target() -> None:
     assert "delivered >= 95 % of calibrated capacity: 39.0 of 40.0 FPS = 98 %: met" in text
     assert "real-over: aip >= 2x ultralytics' delivered FPS: 39.0 vs 10.0 FPS = 3.90x: met" in text
     assert "real-over: aip p99 < ultralytics' p99: 70.0 vs 500.0 ms: met" in text
+    assert "real-under: aip p99 < ultralytics' p99: 50.0 vs 400.0 ms: met" in text
+    assert "real-under: aip >= 2x" not in text  # the cameras' rate caps both under capacity

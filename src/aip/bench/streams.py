@@ -8,12 +8,15 @@ Scenarios, side by side:
 - ``real-under`` and ``real-over``: ``onnx`` workers (one thread each, one
   per core) on N live MJPEG-over-HTTP cameras (:mod:`aip.bench.mjpeg`: local
   servers in a process of their own, serving the sample video's frames
-  live), offered about 60 % and 200 % of the pool's calibrated capacity;
-  ``drop-oldest`` under capacity, ``latest`` overloaded.
-- ``ultralytics``: its own multi-stream mode on the same cameras, model and
-  input size: a ``.streams`` file through ``YOLO(...).predict(stream=True,
-  stream_buffer=False)`` (``LoadStreams``), in a process of its own (its
-  import changes global settings).
+  live), offered about 60 % and 200 % of the pool's capacity, calibrated
+  just before each (other load on the machine moves it); ``drop-oldest``
+  under capacity, ``latest`` overloaded.
+- ``ultralytics``: its own multi-stream mode on the same cameras (the same
+  camera processes, right after aip), model and input size: a ``.streams``
+  file through ``YOLO(...).predict(stream=True, stream_buffer=False)``
+  (``LoadStreams``), in a process of its own (its import changes global
+  settings). Cameras, not files: ``LoadStreams`` reads a video file to its
+  end at once and keeps only the latest frame.
 
 One definition of latency for every camera row, whatever the system: from
 when the camera produced the frame (each frame carries its number in its
@@ -28,10 +31,19 @@ Every figure comes from the results delivered in one window per scenario:
 ``--warmup`` seconds after the first result, for ``--seconds``.
 ``delivered_fps``: results per second; ``drop_pct`` / ``late_pct``: frames
 the source produced in the window (per stream, the first to the last frame
-number delivered) that got no result / were skipped as late;
+number delivered) that got no result / were skipped as late (no
+``max_age_ms`` is set here, so none is);
 ``fairness``: the slowest stream's delivered FPS over the fastest's;
 ``manager_cpu_pct``: aip's manager process (its run loop and the stream
 readers, which decode the JPEGs) as % of one core over the run.
+
+Targets (the summary says met / NOT met for each): sim: no drop, p99 <= 60
+ms, manager CPU <= 25 % of a core; under capacity: no drop, p99 <= 3x the
+calibrated service time (one worker's time per frame with every worker
+busy); overloaded: p99 <= 3x that, fairness >= 0.8, delivered >= 95 % of
+the calibrated capacity; against ultralytics on the same cameras: a lower
+p99, and, overloaded (under capacity the cameras' rate caps both), at
+least 2x its delivered FPS.
 """
 from __future__ import annotations
 
@@ -265,8 +277,12 @@ def calibrate_real(pipeline: Any, model: Path, workers: int, calibration_s: floa
 
 def _ultralytics_child(model: str, urls: list[str], imgsz: tuple[int, int], stop_after_s: float,
                        out: Any) -> None:
-    """In a process of its own: ultralytics' multi-stream predict on ``urls``;
-    puts ``(camera, stamp, t_done_ns)`` per result, or an error text."""
+    """In a process of its own: ultralytics' multi-stream predict on ``urls``.
+
+    Puts ``{"rows": [(camera, stamp, t_done_ns, inference_ms), ...],
+    "cpu_pct": ...}`` (its process's CPU from the first result on, % of one
+    core), or an error text.
+    """
     try:
         os.environ.setdefault("YOLO_VERBOSE", "False")  # this process only
         from ultralytics import YOLO
@@ -277,8 +293,9 @@ def _ultralytics_child(model: str, urls: list[str], imgsz: tuple[int, int], stop
             streams = Path(tmp) / "cameras.streams"
             streams.write_text("\n".join(urls) + "\n")
             yolo = YOLO(model, task="detect")
-            rows: list[tuple[int, int, int]] = []
+            rows: list[tuple[int, int, int, float]] = []
             deadline: int | None = None
+            cpu_start = 0.0
             predictions = yolo.predict(source=str(streams), stream=True, imgsz=list(imgsz),
                                        conf=CONF, verbose=False, stream_buffer=False)
             try:
@@ -287,16 +304,20 @@ def _ultralytics_child(model: str, urls: list[str], imgsz: tuple[int, int], stop
                     camera = camera_of_url(urls, str(result.path))
                     stamp = read_stamp(result.orig_img)
                     rows.append((-1 if camera is None else camera, -1 if stamp is None else stamp,
-                                 now))
-                    deadline = deadline or now + int(stop_after_s * 1e9)
-                    if now >= deadline:
+                                 now, float(result.speed.get("inference") or math.nan)))
+                    if deadline is None:
+                        deadline = now + int(stop_after_s * 1e9)
+                        cpu_start = time.process_time()
+                    elif now >= deadline:
                         break
             finally:
+                cpu_s = time.process_time() - cpu_start
+                span_s = (time.perf_counter_ns() - rows[0][2]) / 1e9 if rows else 0.0
                 predictions.close()
                 dataset = getattr(getattr(yolo, "predictor", None), "dataset", None)
                 if dataset is not None and hasattr(dataset, "close"):
                     dataset.close()  # its reader threads and captures
-        out.put(rows)
+        out.put({"rows": rows, "cpu_pct": 100 * cpu_s / span_s if span_s > 0 else None})
     except Exception as error:  # noqa: BLE001 - reported to the parent as text
         out.put(f"{type(error).__name__}: {error}")
 
@@ -318,18 +339,22 @@ def run_ultralytics(model: Path, live: Any, scenario: str, seconds: float, warmu
     if child.is_alive():
         child.kill()
         child.join(5.0)
+    cpu_pct = None
     if isinstance(reply, str):
         run.errors.append(reply)
     else:
-        for camera, stamp, t_done_ns in reply:
+        cpu_pct = reply["cpu_pct"]
+        for camera, stamp, t_done_ns, inference_ms in reply["rows"]:
             sent_ns = live.sent_ns(camera, stamp, t_done_ns)
             if not sent_ns:
                 run.unreadable += 1
                 continue
-            run.deliveries.append(Delivery(camera, stamp, t_done_ns, (t_done_ns - sent_ns) / 1e6))
+            run.deliveries.append(Delivery(camera, stamp, t_done_ns, (t_done_ns - sent_ns) / 1e6,
+                                           inference_ms=inference_ms))
     return {"system": "ultralytics", "scenario": scenario, "streams": live.count,
             "offered_fps": live.fps * live.count, **measure(run, live.count, warmup_s, seconds),
             "late_pct": None,  # it has no notion of a late frame
+            "process_cpu_pct": cpu_pct,  # its whole process, inference included
             "camera_fps": live.fps, "workers": "LoadStreams, onnxruntime default threads",
             "policy": "stream_buffer=False"}
 
@@ -337,7 +362,7 @@ def run_ultralytics(model: Path, live: Any, scenario: str, seconds: float, warmu
 # ---- the suite ---------------------------------------------------------------------------
 
 def run(seconds: float = 8.0, warmup_s: float = 2.0, cameras: int = 4, workers: int | None = None,
-        calibration_s: float = 1.5, mode: str = "pull", model: str | None = None,
+        calibration_s: float = 3.0, mode: str = "pull", model: str | None = None,
         scenarios: Sequence[str] = SCENARIOS) -> dict[str, Any]:
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
@@ -446,14 +471,15 @@ def targets(document: dict[str, Any]) -> list[tuple[str, str, bool]]:
         if ours is None or theirs is None:
             continue
         ratio = ours["delivered_fps"] / theirs["delivered_fps"] if theirs["delivered_fps"] else math.inf
-        checks += [
-            (f"{scenario}: aip >= 2x ultralytics' delivered FPS",
-             f"{ours['delivered_fps']:.1f} vs {theirs['delivered_fps']:.1f} FPS = {ratio:.2f}x",
-             ratio >= 2),
-            (f"{scenario}: aip p99 < ultralytics' p99",
-             f"{_fmt(ours.get('p99_ms'))} vs {_fmt(theirs.get('p99_ms'))} ms",
-             ours.get("p99_ms", math.inf) < theirs.get("p99_ms", math.nan)),
-        ]
+        if scenario == "real-over":
+            # Under capacity the cameras' rate caps what either system can
+            # deliver: the FPS target only means something when they are overloaded.
+            checks.append((f"{scenario}: aip >= 2x ultralytics' delivered FPS",
+                           f"{ours['delivered_fps']:.1f} vs {theirs['delivered_fps']:.1f} FPS = "
+                           f"{ratio:.2f}x", ratio >= 2))
+        checks.append((f"{scenario}: aip p99 < ultralytics' p99",
+                       f"{_fmt(ours.get('p99_ms'))} vs {_fmt(theirs.get('p99_ms'))} ms",
+                       ours.get("p99_ms", math.inf) < theirs.get("p99_ms", math.nan)))
     return checks
 
 
@@ -471,6 +497,10 @@ def summarize(document: dict[str, Any]) -> str:
             out.append(f"{row['system']} {row['scenario']}: aip's own capture -> result p50 "
                        f"{row['pipeline_p50_ms']:.1f} ms, p99 {row['pipeline_p99_ms']:.1f} ms; "
                        f"inference p50 {row.get('infer_p50_ms', math.nan):.1f} ms")
+        elif row["system"] == "ultralytics" and "infer_p50_ms" in row:
+            out.append(f"ultralytics {row['scenario']}: inference p50 {row['infer_p50_ms']:.1f} ms "
+                       f"per image (one process, ONNX Runtime's own threads), process CPU "
+                       f"{_fmt(row.get('process_cpu_pct'))} % of a core")
         if row.get("errors"):
             out.append(f"{row['system']} {row['scenario']}: errors: {'; '.join(row['errors'])}")
     for target, figure, ok in targets(document):
@@ -485,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds after the first result left out of the figures")
     parser.add_argument("--cameras", type=int, default=4, help="cameras in the real scenarios")
     parser.add_argument("--workers", type=int, help="onnx workers (default: one per core)")
-    parser.add_argument("--calibration-seconds", type=float, default=1.5, help="per calibration phase")
+    parser.add_argument("--calibration-seconds", type=float, default=3.0,
+                        help="per calibration phase (each worker alone, then all together)")
     parser.add_argument("--mode", default="pull", choices=("static", "adaptive", "pull"),
                         help="aip's scheduler (default pull: identical workers, no weights to keep)")
     parser.add_argument("--model", help="yolo11n.pt or another .pt (default: seeded yolo11n.yaml)")
