@@ -61,7 +61,7 @@ def test_json_lines_round_trip(tmp_path: Path) -> None:
             sink.write(item)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) == 4
-    assert lines[1] == {"frame_id": 1, "dropped": "dropped"}
+    assert lines[1] == {"stream": "", "frame_id": 1, "dropped": "dropped"}
     for line, item in zip(lines[::2] + lines[3:], [written[0], written[2], written[3]]):
         assert isinstance(item, FrameResult)
         assert line["frame_id"] == item.frame_id and line["backend"] == "onnx" and line["worker"] == 1
