@@ -132,19 +132,23 @@ def test_mjpeg_camera_serves_frames_opencv_decodes() -> None:
         capture = cv2.VideoCapture(cameras.urls[1], cv2.CAP_FFMPEG)
         try:
             assert capture.isOpened()
-            stamps = []
+            stamps, numbers = [], []
             for _ in range(20):  # more than `distinct`: stamps wrap around
                 ok, frame = capture.read()
                 assert ok and frame.shape == (480, 640, 3)
                 value = read_stamp(frame)
                 assert value is not None
-                assert 0 < cameras.sent_ns(1, value, time.perf_counter_ns()) <= time.perf_counter_ns()
+                number, sent_ns = cameras.sent(1, value, time.perf_counter_ns())
+                assert number % 16 == value and 0 < sent_ns <= time.perf_counter_ns()
+                numbers.append(number)
                 stamps.append(value)
         finally:
             capture.release()
-        assert len(set(stamps)) > 1
-        assert cameras.sent_ns(0, stamps[0], time.perf_counter_ns()) == 0  # camera 0 never started
-        assert cameras.sent_ns(5, 0, time.perf_counter_ns()) == 0
+        assert numbers == sorted(numbers) and numbers[-1] >= 19  # past the wrap of the stamps
+        assert cameras.sent(0, stamps[0], time.perf_counter_ns()) == (-1, 0)  # camera 0 never started
+        assert cameras.sent(5, 0, time.perf_counter_ns()) == (-1, 0)
+        cpu = cameras.cpu_seconds()
+        assert cpu is None or cpu > 0
 
 
 def test_streams_measure_counts_drops_late_and_fairness() -> None:

@@ -16,7 +16,7 @@ sample video's frames, looped, at ``fps``. Frame ``k`` carries
 :func:`read_stamp`), and the process records in shared memory when each
 camera produced each frame: any consumer's latency is then measured from
 the camera, whatever the client reports (ultralytics exposes no capture
-time). :meth:`MjpegCameras.sent_ns` maps a stamp back to the latest frame
+time). :meth:`MjpegCameras.sent` maps a stamp back to the latest frame
 that carried it before the result: unambiguous while a result comes less
 than ``distinct / fps`` seconds (``STAMP_HORIZON_S``) after its frame.
 
@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import os
 import threading
 import time
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -224,10 +226,10 @@ class MjpegCameras:
     ``frames`` is how many frames each camera sends before it ends (a
     camera starts on its first client's connection), so ``frames / fps``
     bounds how long it serves; they show ``distinct`` different stamped
-    JPEGs in turn (default: ``STAMP_HORIZON_S`` worth). ``sent_ns(camera,
-    stamp, before_ns)`` is when that camera produced the frame
-    (``time.perf_counter_ns()``, a clock every process of the machine
-    shares).
+    JPEGs in turn (default: ``STAMP_HORIZON_S`` worth). ``sent(camera,
+    stamp, before_ns)`` is which frame that was and when the camera
+    produced it (``time.perf_counter_ns()``, a clock every process of the
+    machine shares).
     """
 
     def __init__(self, count: int, *, fps: float, frames: int, distinct: int | None = None,
@@ -267,14 +269,26 @@ class MjpegCameras:
         self.urls = [f"http://127.0.0.1:{port}{PATH}" for port in self.ports]
         self._sent_view = np.frombuffer(self._sent, dtype=np.int64).reshape(count, frames)
 
-    def sent_ns(self, camera: int, stamp: int, before_ns: int) -> int:
-        """When ``camera`` produced the latest frame stamped ``stamp`` before
-        ``before_ns``; 0 when none was (or the arguments name no camera or stamp)."""
+    def sent(self, camera: int, stamp: int, before_ns: int) -> tuple[int, int]:
+        """The latest frame ``camera`` produced stamped ``stamp`` before
+        ``before_ns``: ``(frame number, when it was produced)``, or ``(-1, 0)``
+        when there is none (or the arguments name no camera or stamp)."""
         if not (0 <= camera < self.count and 0 <= stamp < self.distinct):
-            return 0
+            return -1, 0
         times = self._sent_view[camera, stamp::self.distinct]
-        sent = times[(times > 0) & (times <= before_ns)]
-        return int(sent[-1]) if len(sent) else 0
+        produced = np.flatnonzero((times > 0) & (times <= before_ns))
+        if not len(produced):
+            return -1, 0
+        last = int(produced[-1])
+        return stamp + last * self.distinct, int(times[last])
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the camera process has used so far (None where /proc is not there)."""
+        try:
+            fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
     def close(self) -> None:
         """Stop the cameras and wait for their process (killed if it lingers)."""

@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from aip.bench.mjpeg import MjpegCameras
 from aip.bench.report import format_table, publish, suite_parser
 
 COLUMNS = ["system", "scenario", "streams", "offered_fps", "delivered_fps", "drop_pct",
@@ -80,7 +81,7 @@ class Delivery:
     """One result as the caller got it."""
 
     stream: int
-    number: int  # the frame's number at its source: a camera's stamp, or the stream's frame id
+    number: int  # the frame's number at its source: a camera's frame, or the stream's frame id
     t_done_ns: int
     latency_ms: float
     pipeline_ms: float | None = None  # aip's own capture -> result
@@ -151,7 +152,7 @@ def measure(run: Run, n_streams: int, warmup_s: float, seconds: float) -> dict[s
 # ---- aip ----------------------------------------------------------------------------------
 
 def consume(results: Iterator[Any], stream_index: dict[str, int], stop_after_s: float,
-            *, sent: Any = None) -> Run:
+            *, sent: MjpegCameras | None = None) -> Run:
     """Take a pipeline run's results for ``stop_after_s`` after the first one
     (or until it ends), then close it. With ``sent`` (a :class:`MjpegCameras`),
     frames are numbered by their stamps and timed from their camera."""
@@ -174,11 +175,12 @@ def consume(results: Iterator[Any], stream_index: dict[str, int], stop_after_s: 
                 number = item.frame_id
                 if sent is not None:
                     stamp = read_stamp(item.frame) if item.frame is not None else None
-                    sent_ns = 0 if stamp is None else sent.sent_ns(stream, stamp, item.t_done_ns)
-                    if stamp is None or not sent_ns:
+                    frame, sent_ns = (-1, 0) if stamp is None else sent.sent(stream, stamp,
+                                                                             item.t_done_ns)
+                    if not sent_ns:
                         run.unreadable += 1
                         continue
-                    number, latency_ms = stamp, (item.t_done_ns - sent_ns) / 1e6
+                    number, latency_ms = frame, (item.t_done_ns - sent_ns) / 1e6
                 run.deliveries.append(Delivery(stream, number, item.t_done_ns, latency_ms,
                                                item.end_to_end_ms, item.inference_ms))
             elif item.reason == "late":
@@ -247,19 +249,35 @@ def camera_frames(rate: float, seconds: float, warmup_s: float, runs: int) -> in
     return int(math.ceil(rate * (runs * (warmup_s + seconds) + CAMERA_MARGIN_S)))
 
 
-def run_real(pipeline: Any, setup: RealSetup, live: Any, scenario: str, policy: str,
+def run_real(pipeline: Any, setup: RealSetup, live: MjpegCameras, scenario: str, policy: str,
              seconds: float, warmup_s: float) -> dict[str, Any]:
     """aip on the ``live`` cameras (:class:`~aip.bench.mjpeg.MjpegCameras`); its row."""
+    cameras_cpu = _CameraCpu(live)
     names = [pipeline.add_stream(url, name=f"{scenario}-cam{i}", policy=policy)
              for i, url in enumerate(live.urls)]
     run = consume(pipeline.run(), {name: i for i, name in enumerate(names)},
                   warmup_s + seconds + 0.5, sent=live)
     run.manager_cpu_pct = pipeline.metrics.manager_cpu_pct
-    return {"system": "aip", "scenario": scenario, "streams": live.count,
+    return {"camera_cpu_pct": cameras_cpu.pct(), "system": "aip", "scenario": scenario, "streams": live.count,
             "offered_fps": live.fps * live.count, **measure(run, live.count, warmup_s, seconds),
             "capacity_fps": setup.capacity_fps, "service_ms": setup.service_ms,
             "camera_fps": live.fps, "workers": f"{setup.workers} x onnx, 1 thread",
             "policy": policy, "mode": pipeline.mode}
+
+
+class _CameraCpu:
+    """The camera process's CPU from now on, % of one core (it shares the machine too)."""
+
+    def __init__(self, live: MjpegCameras) -> None:
+        self.live = live
+        self.cpu_s = live.cpu_seconds()
+        self.t_s = time.perf_counter()
+
+    def pct(self) -> float | None:
+        now = self.live.cpu_seconds()
+        if now is None or self.cpu_s is None:
+            return None
+        return 100 * (now - self.cpu_s) / (time.perf_counter() - self.t_s)
 
 
 def calibrate_real(pipeline: Any, model: Path, workers: int, calibration_s: float) -> RealSetup:
@@ -322,10 +340,11 @@ def _ultralytics_child(model: str, urls: list[str], imgsz: tuple[int, int], stop
         out.put(f"{type(error).__name__}: {error}")
 
 
-def run_ultralytics(model: Path, live: Any, scenario: str, seconds: float, warmup_s: float,
+def run_ultralytics(model: Path, live: MjpegCameras, scenario: str, seconds: float, warmup_s: float,
                     timeout_s: float = 300.0) -> dict[str, Any]:
     """ultralytics ``LoadStreams`` on the ``live`` cameras; its row."""
     run = Run()
+    cameras_cpu = _CameraCpu(live)
     context = mp.get_context("spawn")
     out = context.Queue()
     child = context.Process(target=_ultralytics_child, name="aip-bench-ultralytics",
@@ -345,13 +364,13 @@ def run_ultralytics(model: Path, live: Any, scenario: str, seconds: float, warmu
     else:
         cpu_pct = reply["cpu_pct"]
         for camera, stamp, t_done_ns, inference_ms in reply["rows"]:
-            sent_ns = live.sent_ns(camera, stamp, t_done_ns)
+            frame, sent_ns = live.sent(camera, stamp, t_done_ns)
             if not sent_ns:
                 run.unreadable += 1
                 continue
-            run.deliveries.append(Delivery(camera, stamp, t_done_ns, (t_done_ns - sent_ns) / 1e6,
+            run.deliveries.append(Delivery(camera, frame, t_done_ns, (t_done_ns - sent_ns) / 1e6,
                                            inference_ms=inference_ms))
-    return {"system": "ultralytics", "scenario": scenario, "streams": live.count,
+    return {"camera_cpu_pct": cameras_cpu.pct(), "system": "ultralytics", "scenario": scenario, "streams": live.count,
             "offered_fps": live.fps * live.count, **measure(run, live.count, warmup_s, seconds),
             "late_pct": None,  # it has no notion of a late frame
             "process_cpu_pct": cpu_pct,  # its whole process, inference included
@@ -379,7 +398,6 @@ def run(seconds: float = 8.0, warmup_s: float = 2.0, cameras: int = 4, workers: 
         add(run_sim(seconds, warmup_s, mode=mode))
     real = [s for s in scenarios if s != "sim"]
     if real:
-        from aip.bench.mjpeg import MjpegCameras
         from aip.models import RandomWeightsWarning, export, resolve_model
         from aip.pipeline import Pipeline
 
