@@ -37,6 +37,9 @@ HEALTH_CHECK_S = 0.1
 # How long a finished stream may wait for frames that no slot holds before
 # they count as lost: longer than a result takes from the ring to the loop.
 LOST_AFTER_S = 1.0
+# After an early stop, how long to wait for reader threads to let go of the
+# slots they write (a read from a camera may block for its whole timeout).
+READER_PATIENCE_S = 2.0
 
 
 class RunLoop:
@@ -210,15 +213,19 @@ class RunLoop:
         next run starts with every slot free."""
         for stream in self.streams.values():
             stream.stop()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout_s:
             self.take_gaps()
             self.collect(IDLE_WAIT_S)
             for stream in self.streams.values():
                 stream.reorder.release_ready()
             counts = self.pool.table.counts()
-            if counts["READY"] + counts["READING"] + counts["WRITING"] == 0 and all(
-                    s.join(0) for s in self.streams.values()):
+            # A reader blocked in a camera's read (with a slot it is writing)
+            # is not waited for long: it stops on its own when the read returns.
+            readers_done = all(s.join(0) for s in self.streams.values())
+            patience_over = time.monotonic() - start > READER_PATIENCE_S
+            if counts["READY"] + counts["READING"] == 0 and (
+                    readers_done and counts["WRITING"] == 0 or patience_over):
                 return
             self.pool.check(self.targets.mark_dead, self._failed, self._back)
 

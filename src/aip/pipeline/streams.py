@@ -259,13 +259,13 @@ class Stream:
                 except _Stopped:
                     return
                 except Exception as exc:  # noqa: BLE001 - a source's failure is its stream's only
-                    if generation != self._generation:
-                        return  # left behind: a newer reader took over
+                    if generation != self._generation or self._stop.is_set():
+                        return  # left behind by a newer reader, or stopped (the pipeline closing)
                     self._failures += 1
                     message = f"{type(exc).__name__}: {exc}"
                     _close(source)
                     source = None
-                    if self._opener is None or self._failures > self.max_reconnects or self._stop.is_set():
+                    if self._opener is None or self._failures > self.max_reconnects:
                         self._evict(message if self._opener is not None
                                     else f"{message} (given as an open source: cannot reopen)")
                         return
