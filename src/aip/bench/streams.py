@@ -390,6 +390,8 @@ def run(seconds: float = 8.0, warmup_s: float = 2.0, cameras: int = 4, workers: 
         "calibration_s": calibration_s, "scenarios": list(scenarios)}}
 
     def add(row: dict[str, Any]) -> None:
+        # Other jobs on the machine move every figure here: say how busy it was.
+        row["loadavg_1m"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         rows.append(row)
         print(f"{row['system']} {row['scenario']}: {row['delivered_fps']:.1f} of "
               f"{row['offered_fps']:.1f} FPS offered, p99 {_fmt(row.get('p99_ms'))} ms", flush=True)
@@ -512,15 +514,21 @@ def summarize(document: dict[str, Any]) -> str:
                    " per worker)")
     for row in document["results"]:
         if "pipeline_p99_ms" in row:
+            infer = row.get("infer_p50_ms", math.nan)
+            ratio = f" (p99 = {row['p99_ms'] / infer:.1f}x it)" if "service_ms" in row else ""
             out.append(f"{row['system']} {row['scenario']}: aip's own capture -> result p50 "
                        f"{row['pipeline_p50_ms']:.1f} ms, p99 {row['pipeline_p99_ms']:.1f} ms; "
-                       f"inference p50 {row.get('infer_p50_ms', math.nan):.1f} ms")
+                       f"inference p50 {infer:.1f} ms in the run{ratio}")
         elif row["system"] == "ultralytics" and "infer_p50_ms" in row:
             out.append(f"ultralytics {row['scenario']}: inference p50 {row['infer_p50_ms']:.1f} ms "
                        f"per image (one process, ONNX Runtime's own threads), process CPU "
                        f"{_fmt(row.get('process_cpu_pct'))} % of a core")
         if row.get("errors"):
             out.append(f"{row['system']} {row['scenario']}: errors: {'; '.join(row['errors'])}")
+    loads = [f"{row['system']} {row['scenario']} {row['loadavg_1m']:.1f}"
+             for row in document["results"] if row.get("loadavg_1m") is not None]
+    if loads:
+        out.append("1-min load average after each row (2 = both cores busy): " + ", ".join(loads))
     for target, figure, ok in targets(document):
         out.append(f"{target}: {figure}: {_verdict(ok)}")
     return "\n".join(out)
