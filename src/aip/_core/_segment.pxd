@@ -1,4 +1,4 @@
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from aip._core._layout cimport aip_segment_header
 
@@ -29,6 +29,7 @@ cdef class SegmentHandle:
     cdef uint32_t _closing         # atomic: close() ran while calls were blocked
     cdef int _blocked              # calls of this handle waiting without the GIL
     cdef uint64_t _wakeups         # sleeps of this handle's calls ended by a wake
+    cdef int64_t _spin_ns          # adaptive spin budget of this handle's waits (_sync.pxd)
 
     cdef aip_segment_header *_live_segment(self) except NULL
     cdef int _begin_blocking(self) except -1

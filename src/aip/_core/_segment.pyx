@@ -29,6 +29,7 @@ from aip._core._layout cimport (
     aip_pid_namespace, aip_process_start, aip_segment_header, aip_store_u32_release,
 )
 from aip._core._status import CorruptSegmentError
+from aip._core._sync cimport SPIN_START_NS
 
 import os
 import secrets
@@ -151,6 +152,7 @@ cdef class SegmentHandle:
         self._closing = 0
         self._blocked = 0
         self._wakeups = 0
+        self._spin_ns = SPIN_START_NS
 
     def __del__(self):
         # tp_finalize: runs before deallocation, with the object still whole.

@@ -20,13 +20,18 @@ from aip._core._layout cimport (
 )
 
 cdef enum:
-    # Spin this long before sleeping. Longer catches a back-to-back stream
-    # without a syscall on either side (a sleep + wake costs the waker a
-    # futex syscall and the sleeper ~15-20 us of kernel wake-up); shorter
-    # gives the core back sooner. 20 us covers the gap between records of a
-    # busy producer and costs < 1 % CPU for waits that end in sleep at
-    # up to a few hundred waits per second.
-    SPIN_NS = 20000
+    # Spinning before sleeping adapts per handle, as glibc's adaptive mutex
+    # and KVM's halt-polling do: a spin that caught its record grows the
+    # budget (a back-to-back stream is served without a syscall on either
+    # side: a sleep + wake costs the waker a futex syscall and the sleeper
+    # ~15-20 us of kernel wake-up), a spin that ended in sleep halves it (a
+    # paced stream with gaps longer than any spin stops burning the core,
+    # and sleeps at once: spinning there only delayed the sleep, kept the
+    # vCPU busy and pushed the wake-up onto a halted one). SPIN_MIN_NS keeps
+    # a short spin that can notice a stream speeding up again.
+    SPIN_START_NS = 20000
+    SPIN_MIN_NS = 2000
+    SPIN_MAX_NS = 100000
     # pause instructions between two checks while spinning: each check reads
     # a line another core writes; pausing keeps that traffic down.
     SPIN_PAUSES = 16
@@ -50,6 +55,7 @@ ctypedef struct wait_spec:
     uint32_t *closed        # shared: the segment was shut down (drain first)
     uint32_t *closing       # this handle is being closed: stop at once
     int64_t deadline        # aip_now_ns() time, -1 = none
+    int64_t *spin_ns        # this handle's adaptive spin budget (in/out)
     pass_wake_fn pass_wake  # or NULL
     void *pass_ctx
     uint64_t wakeups        # out: sleeps ended by a wake
@@ -62,7 +68,7 @@ cdef inline bint _not_yet(int status) noexcept nogil:
 cdef inline int wait_until(attempt_fn attempt, void *ctx, wait_spec *w) noexcept nogil:
     """Retry ``attempt`` until it succeeds or fails for good.
 
-    Spins for SPIN_NS, then sleeps on ``w.seq`` for at most one
+    Spins for the handle's budget (``w.spin_ns``), then sleeps on ``w.seq`` for at most one
     WAIT_SLICE_NS. Returns the attempt's own status, AIP_CLOSED, AIP_TIMEOUT
     (the deadline has passed), or AIP_AGAIN after a sleep that brought
     nothing, so that the caller can take the GIL, handle signals and call
@@ -77,13 +83,18 @@ cdef inline int wait_until(attempt_fn attempt, void *ctx, wait_spec *w) noexcept
     cdef uint32_t seen
     cdef int64_t now
     cdef int64_t left
-    cdef int64_t spin_until = aip_now_ns() + SPIN_NS
+    cdef int64_t budget = w.spin_ns[0]
+    cdef int64_t spin_until = aip_now_ns() + budget
+    cdef bint spun = False
     while True:
         if aip_load_u32_acquire(w.closing):
             return AIP_CLOSED
         status = attempt(ctx)
         if not _not_yet(status):
+            if spun and budget < SPIN_MAX_NS:  # the spin paid off: allow a longer one
+                w.spin_ns[0] = budget * 2 if budget * 2 < SPIN_MAX_NS else SPIN_MAX_NS
             return status
+        spun = True
         if aip_load_u32_acquire(w.closed):
             return AIP_CLOSED
         now = aip_now_ns()
@@ -94,6 +105,8 @@ cdef inline int wait_until(attempt_fn attempt, void *ctx, wait_spec *w) noexcept
         for i in range(SPIN_PAUSES):
             aip_cpu_relax()
 
+    # The spin did not pay off: a shorter one next time.
+    w.spin_ns[0] = budget // 2 if budget // 2 > SPIN_MIN_NS else SPIN_MIN_NS
     aip_fetch_add_u32(w.sleepers, 1)
     aip_fence_seq_cst()  # register before the re-check: see include/aip_atomic.h
     seen = aip_load_u32_acquire(w.seq)

@@ -471,6 +471,7 @@ cdef class ResultRing(SegmentHandle):
                 w.closed = &h.seg.closed
                 w.closing = &self._closing
                 w.deadline = deadline_after(timeout)
+                w.spin_ns = &self._spin_ns
                 w.pass_wake = NULL
                 w.wakeups = 0
                 while True:
@@ -531,6 +532,7 @@ cdef class ResultRing(SegmentHandle):
             w.closed = &h.seg.closed
             w.closing = &self._closing
             w.deadline = deadline_after(timeout)
+            w.spin_ns = &self._spin_ns
             w.pass_wake = NULL
             w.wakeups = 0
             self._begin_blocking()

@@ -335,6 +335,7 @@ cdef class SlotTable(SegmentHandle):
             w.closed = &h.seg.closed
             w.closing = &self._closing
             w.deadline = deadline_after(timeout)
+            w.spin_ns = &self._spin_ns
             w.pass_wake = NULL
             w.wakeups = 0
             self._begin_blocking()
@@ -533,6 +534,7 @@ cdef class SlotTable(SegmentHandle):
             w.closed = &h.seg.closed
             w.closing = &self._closing
             w.deadline = deadline_after(timeout)
+            w.spin_ns = &self._spin_ns
             w.pass_wake = pass_claim_wake
             w.pass_ctx = &a
             w.wakeups = 0
