@@ -1,6 +1,7 @@
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from aip._core._layout cimport aip_segment_header
+from aip._core._sync cimport attempt_fn, pass_wake_fn
 
 
 cdef class Segment:
@@ -32,6 +33,8 @@ cdef class SegmentHandle:
     cdef int64_t _spin_ns          # adaptive spin budget of this handle's waits (_sync.pxd)
 
     cdef aip_segment_header *_live_segment(self) except NULL
+    cdef int _wait(self, attempt_fn attempt, void *ctx, uint32_t *seq, uint32_t *sleepers,
+                   object timeout, pass_wake_fn pass_wake=*, void *pass_ctx=*) except -1
     cdef int _begin_blocking(self) except -1
     cdef void _end_blocking(self) noexcept
     cdef void _unmap_now(self) noexcept

@@ -29,7 +29,11 @@ from aip._core._layout cimport (
     aip_pid_namespace, aip_process_start, aip_segment_header, aip_store_u32_release,
 )
 from aip._core._status import CorruptSegmentError
-from aip._core._sync cimport SPIN_START_NS
+from aip._core._sync cimport (
+    SPIN_START_NS, attempt_fn, deadline_after, pass_wake_fn, wait_spec, wait_until,
+)
+from aip._core._layout cimport AIP_AGAIN
+from cpython.exc cimport PyErr_CheckSignals
 
 import os
 import secrets
@@ -193,6 +197,33 @@ cdef class SegmentHandle:
         if self._seg == NULL or self._closing:
             raise ValueError(f"{type(self).__name__} {self._segment.name!r} is closed")
         return self._seg
+
+    cdef int _wait(self, attempt_fn attempt, void *ctx, uint32_t *seq, uint32_t *sleepers,
+                   object timeout, pass_wake_fn pass_wake=NULL, void *pass_ctx=NULL) except -1:
+        """Retry ``attempt`` until it is done, sleeping on ``seq`` between tries
+        (wait_until in _sync.pxd), with the GIL released; signals are handled
+        between sleeps. Returns the final status. The caller brackets it with
+        _begin_blocking / _end_blocking, so that a close() waits for it."""
+        cdef wait_spec w
+        cdef int status
+        w.seq = seq
+        w.sleepers = sleepers
+        w.closed = &self._seg.closed
+        w.closing = &self._closing
+        w.deadline = deadline_after(timeout)
+        w.spin_ns = &self._spin_ns
+        w.pass_wake = pass_wake
+        w.pass_ctx = pass_ctx
+        w.wakeups = 0
+        try:
+            while True:
+                with nogil:
+                    status = wait_until(attempt, ctx, &w)
+                if status != AIP_AGAIN:
+                    return status
+                PyErr_CheckSignals()
+        finally:
+            self._wakeups += w.wakeups
 
     cdef int _begin_blocking(self) except -1:
         """Before a call releases the GIL to wait: the mapping stays until it ends."""

@@ -27,7 +27,6 @@ from cpython.buffer cimport (
     PyObject_GetBuffer,
 )
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from posix.unistd cimport getpid
@@ -47,9 +46,7 @@ from aip._core._segment cimport (
 )
 from aip._core._status cimport raise_for_status
 from aip._core._status import CorruptSegmentError, RingError
-from aip._core._sync cimport (
-    bump_and_wake_all, deadline_after, wait_spec, wait_until, wake_sleepers,
-)
+from aip._core._sync cimport bump_and_wake_all, wake_sleepers
 
 import os
 
@@ -449,7 +446,6 @@ cdef class ResultRing(SegmentHandle):
         PyObject_GetBuffer(record, &view, PyBUF_SIMPLE)
         cdef put_attempt a
         cdef int status
-        cdef wait_spec w
         cdef aip_lane *lane = &self._lanes[self._lane]
         cdef uint32_t lane_index = self._lane
         self._begin_blocking()
@@ -466,21 +462,7 @@ cdef class ResultRing(SegmentHandle):
             a.head_seen = self._head_seen
             status = try_put(&a)
             if status == AIP_FULL and timeout != 0:
-                w.seq = &lane.space_seq
-                w.sleepers = &lane.space_sleeping
-                w.closed = &h.seg.closed
-                w.closing = &self._closing
-                w.deadline = deadline_after(timeout)
-                w.spin_ns = &self._spin_ns
-                w.pass_wake = NULL
-                w.wakeups = 0
-                while True:
-                    with nogil:
-                        status = wait_until(try_put, &a, &w)
-                    if status != AIP_AGAIN:
-                        break
-                    PyErr_CheckSignals()
-                self._wakeups += w.wakeups
+                status = self._wait(try_put, &a, &lane.space_seq, &lane.space_sleeping, timeout)
             self._tail = a.tail
             self._head_seen = a.head_seen
             if status == AIP_OK:
@@ -524,27 +506,12 @@ cdef class ResultRing(SegmentHandle):
         a.count = 0
         a.bad_lane = 0
         cdef int status
-        cdef wait_spec w
         status = try_get(&a)
         if status == AIP_EMPTY and timeout != 0:
-            w.seq = &h.data_seq
-            w.sleepers = &h.consumer_sleeping
-            w.closed = &h.seg.closed
-            w.closing = &self._closing
-            w.deadline = deadline_after(timeout)
-            w.spin_ns = &self._spin_ns
-            w.pass_wake = NULL
-            w.wakeups = 0
             self._begin_blocking()
             try:
-                while True:
-                    with nogil:
-                        status = wait_until(try_get, &a, &w)
-                    if status != AIP_AGAIN:
-                        break
-                    PyErr_CheckSignals()
+                status = self._wait(try_get, &a, &h.data_seq, &h.consumer_sleeping, timeout)
             finally:
-                self._wakeups += w.wakeups
                 self._end_blocking()
         elif status == AIP_EMPTY and aip_load_u32_acquire(&h.seg.closed):
             status = AIP_CLOSED

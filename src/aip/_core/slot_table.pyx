@@ -38,13 +38,9 @@ from aip._core._segment cimport (
     read_segment_header,
 )
 from aip._core._status cimport raise_for_status
-from aip._core._sync cimport (
-    bump_and_wake_all, deadline_after, wait_spec, wait_until, wake_line,
-    wake_one_of, wake_sleepers,
-)
+from aip._core._sync cimport bump_and_wake_all, wake_line, wake_one_of, wake_sleepers
 from aip._core._status import CorruptSegmentError
 
-from cpython.exc cimport PyErr_CheckSignals
 
 DEBUG_BUILD = bool(AIP_DEBUG)  # invariant checks compiled in (AIP_DEBUG=ON)
 FREE = AIP_SLOT_FREE
@@ -326,28 +322,14 @@ cdef class SlotTable(SegmentHandle):
         a.n_slots = self.n_slots
         a.start = self._free_cursor
         cdef int status = try_acquire_free(&a)
-        cdef wait_spec w
         if status == AIP_FULL:
             if aip_load_u32_acquire(&h.seg.closed):
                 raise_for_status(AIP_CLOSED, f"SlotTable {self.name!r} was shut down")
-            w.seq = &h.free_wake.seq
-            w.sleepers = &h.free_wake.sleepers
-            w.closed = &h.seg.closed
-            w.closing = &self._closing
-            w.deadline = deadline_after(timeout)
-            w.spin_ns = &self._spin_ns
-            w.pass_wake = NULL
-            w.wakeups = 0
             self._begin_blocking()
             try:
-                while True:
-                    with nogil:
-                        status = wait_until(try_acquire_free, &a, &w)
-                    if status != AIP_AGAIN:
-                        break
-                    PyErr_CheckSignals()
+                status = self._wait(try_acquire_free, &a, &h.free_wake.seq,
+                                    &h.free_wake.sleepers, timeout)
             finally:
-                self._wakeups += w.wakeups
                 self._end_blocking()
         if status == AIP_FULL:
             status = AIP_TIMEOUT
@@ -525,29 +507,14 @@ cdef class SlotTable(SegmentHandle):
         a.n_lines = self.wake_words + 1
         a.cursor = &self._wake_cursor
         cdef int status = try_claim(&a)
-        cdef wait_spec w
         cdef aip_wake_line *line
         if status == AIP_EMPTY:
             line = &self._wake[self.wake_words if target == AIP_ANY_WORKER else target % self.wake_words]
-            w.seq = &line.seq
-            w.sleepers = &line.sleepers
-            w.closed = &h.seg.closed
-            w.closing = &self._closing
-            w.deadline = deadline_after(timeout)
-            w.spin_ns = &self._spin_ns
-            w.pass_wake = pass_claim_wake
-            w.pass_ctx = &a
-            w.wakeups = 0
             self._begin_blocking()
             try:
-                while True:
-                    with nogil:
-                        status = wait_until(try_claim, &a, &w)
-                    if status != AIP_AGAIN:
-                        break
-                    PyErr_CheckSignals()
+                status = self._wait(try_claim, &a, &line.seq, &line.sleepers, timeout,
+                                    pass_claim_wake, &a)
             finally:
-                self._wakeups += w.wakeups
                 self._end_blocking()
         if status == AIP_EMPTY:
             status = AIP_TIMEOUT
