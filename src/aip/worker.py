@@ -162,7 +162,11 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
             except Closed:
                 return
             if batch > 1:
-                slots += _fill_batch(table, me, batch - 1, waiter.wait_s())
+                waiter.arrived(table.slot_info(slots[0])["t_publish_ns"])
+                more = _fill_batch(table, me, batch - 1, waiter.wait_s())
+                for slot in more:
+                    waiter.arrived(table.slot_info(slot)["t_publish_ns"])
+                slots += more
             start = time.perf_counter_ns()
             todo = []
             for slot in slots:
@@ -221,7 +225,8 @@ class BatchWait:
     and Roboflow's adaptive window do: at most half the measured service time
     of a batch (waiting longer costs more latency than the batch saves), at
     most AUTO_MAX_WAIT_S, and nothing while frames come further apart than
-    that (the batch would not fill: waiting only adds latency).
+    that (measured from their publish times: the batch would not fill, and
+    waiting would only add latency).
     """
 
     AUTO_MAX_WAIT_S = 0.05
@@ -229,16 +234,18 @@ class BatchWait:
 
     def __init__(self, max_wait_ms: Any = None) -> None:
         self.fixed_s = None if max_wait_ms is None else max(float(max_wait_ms), 0.0) / 1e3
-        self.service_s: float | None = None
-        self.gap_s: float | None = None
-        self._last_claim = 0.0
+        self.service_s: float | None = None  # one batch's, smoothed
+        self.gap_s: float | None = None  # between frames meant for this worker, smoothed
+        self._last_publish_ns = 0
+
+    def arrived(self, publish_ns: int) -> None:
+        """A frame meant for this worker was published at ``publish_ns``."""
+        if self._last_publish_ns and publish_ns > self._last_publish_ns:
+            gap = (publish_ns - self._last_publish_ns) / 1e9
+            self.gap_s = gap if self.gap_s is None else self.gap_s + self.ALPHA * (gap - self.gap_s)
+        self._last_publish_ns = max(self._last_publish_ns, publish_ns)
 
     def wait_s(self) -> float:
-        now = time.perf_counter()
-        if self._last_claim:
-            gap = now - self._last_claim
-            self.gap_s = gap if self.gap_s is None else self.gap_s + self.ALPHA * (gap - self.gap_s)
-        self._last_claim = now
         if self.fixed_s is not None:
             return self.fixed_s
         if self.service_s is None:
@@ -247,6 +254,7 @@ class BatchWait:
         return 0.0 if self.gap_s is not None and self.gap_s > budget else budget
 
     def observe(self, service_s: float) -> None:
+        """One batch took ``service_s`` from its first claim to its last result."""
         self.service_s = (service_s if self.service_s is None
                           else self.service_s + self.ALPHA * (service_s - self.service_s))
 

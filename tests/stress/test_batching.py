@@ -2,7 +2,6 @@
 static cycle hands a batching worker runs of frames."""
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -55,6 +54,11 @@ def test_batch_wait_is_fixed_when_given_and_adapts_when_not() -> None:
     assert auto.wait_s() == 0.0  # no service time measured yet: don't wait
     auto.observe(0.04)
     assert auto.wait_s() == pytest.approx(0.02)  # half a batch's service time
+    for i in range(10):  # frames come every 5 ms: a batch fills within the budget
+        auto.arrived(i * 5_000_000)
+    assert auto.wait_s() == pytest.approx(0.02)
+    for i in range(10):  # now every 100 ms: waiting would only add latency
+        auto.arrived(50_000_000 + (i + 1) * 100_000_000)
+    assert auto.wait_s() == 0.0
     auto.observe(1.0)
-    time.sleep(0.001)
-    assert auto.wait_s() <= BatchWait.AUTO_MAX_WAIT_S
+    assert BatchWait().wait_s() == 0.0 and auto.wait_s() <= BatchWait.AUTO_MAX_WAIT_S
