@@ -212,6 +212,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     specs = list(args.sources) + (read_streams_file(args.streams) if args.streams else [])
     specs = specs or ["sample"]
+    if args.cluster:
+        return cmd_run_cluster(args, specs)
     if args.video and len(specs) > 1:
         raise ValueError("--video writes one annotated video: give it one source")
     sinks: list[Any] = []
@@ -281,6 +283,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.plot:
         pipeline.metrics.plot(args.plot)
     return 128 + signals.received if signals.received else 0
+
+
+def cmd_run_cluster(args: argparse.Namespace, specs: list[str]) -> int:
+    """``aip run ... --cluster tcp://HOST:8786``: the same run over a Dask cluster's nodes."""
+    from aip.cluster import Cluster
+    from aip.sinks import JsonLinesSink
+    from aip.sources import open_source
+
+    if not args.backend:
+        raise ValueError("--cluster needs the backends of each node: -b SPEC (repeat for more), "
+                         "e.g. -b onnx:threads=1 -b onnx:threads=1")
+    shapes = []
+    for spec in specs:  # the slots' size; a source only the nodes can open gets 1080p slots
+        try:
+            with open_source(spec) as source:
+                shapes.append(tuple(source.shape))
+        except (OSError, ValueError, RuntimeError):
+            shapes.append((1080, 1920, 3))
+    largest = (max(h for h, _, _ in shapes), max(w for _, w, _ in shapes), 3)
+    options: dict[str, Any] = {"imgsz": args.imgsz or rect_imgsz((largest[0], largest[1]))}
+    if args.model:
+        options["model"] = args.model
+    backends = [parse_backend(text, **options) for text in args.backend]
+    sink = JsonLinesSink(args.jsonl) if args.jsonl else None
+    with Cluster(args.cluster, backends, max_frame_shape=largest, encoding=args.cluster_encoding,
+                 pipeline_options={"mode": args.mode, "conf": args.conf, "iou": args.iou}) as cluster:
+        if not args.quiet:
+            print("nodes: " + ", ".join(f"{name} ({fps:.1f} FPS)" for name, fps in
+                                        cluster.calibration.items()), file=sys.stderr)
+        try:
+            for result in cluster.run(specs, mode=args.cluster_mode, max_frames=args.frames):
+                if sink is not None:
+                    sink.write(result)
+        finally:
+            if sink is not None:
+                sink.close()
+            print(cluster.metrics.format_table())
+    if args.metrics_json:
+        with open(args.metrics_json, "w", encoding="utf-8") as out:
+            out.write(cluster.metrics.to_json() + "\n")
+    return 0
 
 
 class _DrainOnSignals:
@@ -414,6 +457,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "default 0: off")
     run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                      help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for every interface)")
+    run.add_argument("--cluster", metavar="ADDRESS",
+                     help="run on the nodes of a Dask cluster, e.g. tcp://HOST:8786 (needs aip[cluster]; "
+                     "-b gives each node's backends; see the README, \"Scale-out\")")
+    run.add_argument("--cluster-mode", choices=("streams", "frames"), default="streams",
+                     help="streams: whole streams per node, which open the sources themselves "
+                     "(default); frames: this machine reads and spreads the frames")
+    run.add_argument("--cluster-encoding", choices=("raw", "jpeg"), default="raw",
+                     help="how frames travel in frames mode (default raw)")
     run.set_defaults(handler=cmd_run)
 
     backends = commands.add_parser("backends", help="which backends run here, and why not")

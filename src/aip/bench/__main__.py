@@ -10,6 +10,7 @@ SUITES = {
     "preprocess": "aip.bench.preprocess",
     "soak": "aip.bench.soak",
     "streams": "aip.bench.streams",
+    "cluster": "aip.bench.cluster",
 }
 DEFAULT_SUITE = "ring"
 
