@@ -110,11 +110,13 @@ def encode_frames(count: int, hw: tuple[int, int] = (480, 640),
 
 class _Camera:
     """One camera: a pacer thread that makes frame k current every 1/fps
-    seconds, from its first client's connection on, and records when."""
+    seconds, from its first client's connection (and its phase) on, and
+    records when."""
 
-    def __init__(self, index: int, jpegs: list[bytes], frames: int, fps: float, sent_ns: Any,
-                 stop: threading.Event) -> None:
+    def __init__(self, index: int, jpegs: list[bytes], frames: int, fps: float, phase: float,
+                 sent_ns: Any, stop: threading.Event) -> None:
         self.index = index
+        self.phase = phase  # of a frame period: when its first frame comes after its first client
         self.jpegs = jpegs  # frame k shows jpegs[k % len(jpegs)]
         self.frames = frames
         self.period_ns = int(1e9 / fps)
@@ -134,7 +136,7 @@ class _Camera:
 
     def _pace(self) -> None:
         base = self.index * self.frames
-        started = time.perf_counter_ns()
+        started = time.perf_counter_ns() + int(self.phase * self.period_ns)
         try:
             for k in range(self.frames):
                 due = started + k * self.period_ns - time.perf_counter_ns()
@@ -198,7 +200,11 @@ def _serve(count: int, fps: float, frames: int, distinct: int, hw: tuple[int, in
     """The camera process: encode, serve until ``stop`` or ``lifetime_s``, exit."""
     jpegs = encode_frames(distinct, hw)
     stopping = threading.Event()
-    cameras = [_Camera(i, jpegs, frames, fps, sent_ns, stopping) for i in range(count)]
+    # Independent cameras' frames do not come at the same instant: camera i
+    # is i/count of a period behind camera 0 (the mean of random phases).
+    # Started together they would all send at once, every period: a worst
+    # case for latency that no set of independent cameras keeps up.
+    cameras = [_Camera(i, jpegs, frames, fps, i / count, sent_ns, stopping) for i in range(count)]
     servers = []
     for camera in cameras:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(camera))
