@@ -175,3 +175,11 @@ def test_add_stream_from_another_thread() -> None:
         adder.join()
     assert_in_order(out, 30)
     assert {r.stream for r in out} == {"x"}
+
+
+def test_a_stream_name_is_free_again_after_its_run() -> None:
+    with Pipeline([sim(0.001)], mode="pull") as pipeline:
+        pipeline.add_stream(frames(5), name="cam")
+        assert len(list(pipeline.run())) == 5
+        pipeline.add_stream(frames(7), name="cam")
+        assert [r.frame_id for r in pipeline.run()] == list(range(7))

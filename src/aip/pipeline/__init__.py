@@ -301,7 +301,8 @@ class Pipeline:
 
         index = self._stream_count
         name = name if name is not None else f"s{index}"
-        if any(s.name == name for s in list(self._streams.values()) + self._waiting_streams):
+        live = list(self._streams.values()) if self._running else []  # an ended run's names are free
+        if any(s.name == name for s in live + self._waiting_streams):
             raise ValueError(f"a stream named {name!r} exists already")
         spec = source if _is_spec(source) else reopen
         first = None
