@@ -183,9 +183,16 @@ class _CaptureSource(_Source):
 
     def _read(self) -> Frame | None:
         if self._first is not None:
-            first, self._first = self._first, None
-            return first
+            return self._take_first()
         return self._read_capture()
+
+    def _take_first(self) -> Frame:
+        """The frame read when the source opened, stamped as it is handed
+        out: a source opened before the workers loaded (and calibrated) must
+        not count that wait as its first frame's latency."""
+        assert self._first is not None
+        frame, self._first = self._first[0], None
+        return frame, time.perf_counter_ns()
 
     def _read_capture(self, out: np.ndarray | None = None) -> Frame | None:
         ok, frame = self._capture.read(out) if out is not None else self._capture.read()
@@ -197,11 +204,7 @@ class _CaptureSource(_Source):
         or None at the end."""
         if self._closed:
             return None
-        if self._first is not None:
-            read: Frame | None = self._first
-            self._first = None
-        else:
-            read = self._read_capture(out)
+        read = self._take_first() if self._first is not None else self._read_capture(out)
         if read is None:
             return None
         frame, captured_ns = read
@@ -359,8 +362,8 @@ class ImageFolderSource(_Source):
 
     def _read(self) -> Frame | None:
         if self._first is not None:
-            first, self._first = self._first, None
-            return first
+            frame, self._first = self._first[0], None
+            return frame, time.perf_counter_ns()  # stamped when handed out, as a capture's first
         import cv2
 
         for path in self._paths:

@@ -269,3 +269,14 @@ def test_refused_stream_gives_up_with_a_clear_error() -> None:
 def test_open_source_sends_urls_to_streams() -> None:
     with pytest.raises(StreamDeadError):
         open_source("rtsp://127.0.0.1:9/none", reconnect_attempts=0, read_timeout_s=1.0)
+
+
+def test_the_frame_read_at_open_is_stamped_when_handed_out(video: Path) -> None:
+    # A source opened before the workers loaded must not count that wait as
+    # its first frame's latency: the first frame is stamped when it is taken.
+    for take in ("iterate", "read_into"):
+        with VideoFileSource(video) as source:
+            opened = time.perf_counter_ns()
+            out = np.empty(source.shape, np.uint8)
+            captured = next(source)[1] if take == "iterate" else source.read_into(out)
+            assert captured is not None and captured >= opened
