@@ -26,7 +26,7 @@ TESTS = REPO / "tests"
 # The compiled core's own tests: rings, slot tables, the model check and the
 # multi-process stress tests, plus any hostile-segment or core test file that
 # exists: test_hostile*.py, test_core.py, test_core_*.py (not test_coreml.py,
-# the Core ML backend's; never tests/build, or a build test would run itself).
+# the Core ML backend's; never tests/packaging, or a build test would run itself).
 CORE_TEST_FILES = (
     "unit/test_result_ring.py",
     "unit/test_slot_table.py",
@@ -46,7 +46,7 @@ def core_test_files(tests: Path = TESTS) -> list[Path]:
     for pattern in CORE_TEST_GLOBS:
         found.update(
             path for path in tests.rglob(pattern)
-            if path.is_file() and "build" not in path.relative_to(tests).parts[:-1]
+            if path.is_file() and "packaging" not in path.relative_to(tests).parts[:-1]
         )
     return sorted(found)
 
