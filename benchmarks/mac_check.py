@@ -27,7 +27,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -163,19 +162,9 @@ def run(frames: int, model: str | None, dry_run: bool, out: Path) -> dict[str, A
 
 
 def ultralytics_predict_on(weights: Path, video: Path, device: str, label: str) -> dict[str, Any]:
-    from ultralytics import YOLO
+    from aip.bench.yolo import ultralytics_predict
 
-    from aip.bench.yolo import CONF, WARMUP_FRAMES, _latency_row
-
-    model = YOLO(str(weights), task="detect")
-    times, latencies = [], []
-    for result in model.predict(source=str(video), stream=True, imgsz=640, conf=CONF, device=device,
-                                verbose=False):
-        times.append(time.perf_counter_ns())
-        latencies.append(sum(result.speed.values()))
-    span = (times[-1] - times[WARMUP_FRAMES]) / 1e9
-    return _latency_row("ultralytics", label, (len(times) - 1 - WARMUP_FRAMES) / span,
-                        np.array(latencies[WARMUP_FRAMES:]))
+    return ultralytics_predict(weights, video, (640, 640), label, device=device)
 
 
 def markdown(document: dict[str, Any]) -> str:

@@ -324,6 +324,18 @@ class StreamSource(_CaptureSource):
         return self._read_with_reconnect(out)
 
 
+def close_quietly(source: Any) -> None:
+    """Close a source, if it can be closed; a broken one may fail to close too."""
+    close = getattr(source, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - nothing to do about it but log it
+            import logging
+
+            logging.getLogger(__name__).debug("closing a source failed", exc_info=True)
+
+
 def _natural_key(path: Path) -> list[Any]:
     """Sort key comparing digit runs as numbers: frame2 before frame10."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]

@@ -48,14 +48,16 @@ def _latency_row(system: str, config: str, fps: float, latencies_ms: np.ndarray,
             "p99_ms": float(np.percentile(latencies_ms, 99)), **extra}
 
 
-def ultralytics_predict(weights: Path, video: Path, imgsz: tuple[int, int], label: str) -> dict[str, Any]:
+def ultralytics_predict(weights: Path, video: Path, imgsz: tuple[int, int], label: str,
+                        device: str | None = None) -> dict[str, Any]:
     from ultralytics import YOLO
 
     model = YOLO(str(weights), task="detect")
     times: list[int] = []
     latencies = []
+    on_device = {} if device is None else {"device": device}
     for result in model.predict(source=str(video), stream=True, imgsz=list(imgsz), conf=CONF,
-                                verbose=False):
+                                verbose=False, **on_device):
         times.append(time.perf_counter_ns())
         latencies.append(sum(result.speed.values()))
     span = (times[-1] - times[WARMUP_FRAMES]) / 1e9

@@ -28,6 +28,7 @@ from aip.cluster.wire import ENCODINGS, encode_frame
 from aip.metrics import Metrics, StreamMetrics
 from aip.reorder import DuplicateFrameError, Gap, ReorderBuffer
 from aip.results import FrameResult
+from aip.sources import close_quietly
 
 log = logging.getLogger("aip.cluster")
 
@@ -428,7 +429,7 @@ class Cluster:
                 metrics.frames_generated += stream.metrics.frames_read
                 metrics.frames_assigned += stream.metrics.frames_published
                 if stream.iterator is not None:
-                    _close(stream.source)
+                    close_quietly(stream.source)
             self.node_metrics = {}
             for node in self._live():
                 try:
@@ -660,14 +661,6 @@ def _replace(result: FrameResult, **changes: Any) -> FrameResult:
 
     return dataclasses.replace(result, **changes)
 
-
-def _close(source: Any) -> None:
-    close = getattr(source, "close", None)
-    if close is not None:
-        try:
-            close()
-        except Exception:  # noqa: BLE001 - closing a broken source may fail too
-            log.debug("closing a source failed", exc_info=True)
 
 
 def _is_node_failure(error: BaseException) -> bool:

@@ -40,6 +40,7 @@ from aip.metrics import StreamMetrics
 from aip.reorder import ReorderBuffer
 from aip.results import FrameResult
 from aip.scheduler import NoLiveBackendError
+from aip.sources import close_quietly
 
 log = logging.getLogger("aip.pipeline")
 
@@ -263,7 +264,7 @@ class Stream:
                         return  # left behind by a newer reader, or stopped (the pipeline closing)
                     self._failures += 1
                     message = f"{type(exc).__name__}: {exc}"
-                    _close(source)
+                    close_quietly(source)
                     source = None
                     if self._opener is None or self._failures > self.max_reconnects:
                         self._evict(message if self._opener is not None
@@ -276,7 +277,7 @@ class Stream:
                     if self._stop.wait(delay):
                         return
         finally:
-            _close(source)
+            close_quietly(source)
             if generation == self._generation:
                 self._waiting.clear()  # frames still waiting stay published: workers do them
                 self.finished = True
@@ -479,14 +480,6 @@ class Stream:
 class _Stopped(Exception):
     """The stream was stopped while its reader waited for a slot."""
 
-
-def _close(source: Any) -> None:
-    close = getattr(source, "close", None)
-    if close is not None:
-        try:
-            close()
-        except Exception:  # noqa: BLE001 - closing a broken source may fail too
-            log.debug("closing a source failed", exc_info=True)
 
 
 def _abort_quietly(table: Any, slot: int) -> None:
