@@ -18,13 +18,15 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from aip.backends.base import REGISTRY, BackendSpec, BackendUnavailable, check_available, prepare
-from aip.config import fraction, positive_float, positive_int
+from aip.config import fraction, nonnegative_int, positive_float, positive_int
+from aip.credentials import install_log_redaction, redact, stream_name
 from aip.errors import AipError, SourceError, exit_code, exit_codes_help
 from aip.pipeline.streams import POLICIES
 
@@ -193,14 +195,38 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor_main(clean=args.clean)
 
 
-def read_streams_file(path: str) -> list[str]:
-    """Sources from a file, one a line; blank lines and ``#`` comments skipped."""
+def read_streams_file(path: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """Sources from a file, one a line, each with optional ``key=value``
+    options after it (``rtsp://cam/1 name=door priority=2``: the keys of a
+    config file's ``[[streams]]`` table); blank lines and ``#`` comments
+    skipped. Returns the sources and their ``add_stream`` options."""
+    from aip.config import stream_tables
+
+    tables: list[dict[str, Any]] = []
     with open(path, encoding="utf-8") as lines:
-        sources = [line.split("#", 1)[0].strip() for line in lines]
-    sources = [source for source in sources if source]
-    if not sources:
+        for number, line in enumerate(lines, 1):
+            words = line.split("#", 1)[0].split()
+            if not words:
+                continue
+            table: dict[str, Any] = {"source": words[0]}
+            for word in words[1:]:
+                key, sep, value = word.partition("=")
+                if not sep:
+                    raise ValueError(f"{path}:{number}: {word!r}: write options as key=value")
+                table[key] = _number_or_text(value)
+            tables.append(table)
+    if not tables:
         raise ValueError(f"{path} names no source (one per line)")
-    return sources
+    return stream_tables(path, tables)
+
+
+def _number_or_text(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -210,7 +236,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from aip.sinks import AnnotatedVideoSink, JsonLinesSink
     from aip.sources import open_source
 
-    specs = list(args.sources) + (read_streams_file(args.streams) if args.streams else [])
+    per_stream: list[dict[str, Any]] = list(getattr(args, "stream_options", []))  # a config's [[streams]]
+    per_stream += [{} for _ in range(len(args.sources) - len(per_stream))]
+    specs = list(args.sources)
+    if args.streams:
+        listed, listed_options = read_streams_file(args.streams)
+        specs += listed
+        per_stream += listed_options
     specs = specs or ["sample"]
     if args.cluster:
         return cmd_run_cluster(args, specs)
@@ -224,8 +256,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   if args.metrics_port else None)
         # Opened here, so that a wrong path or a dead camera fails before any
         # worker starts; the pipeline reopens a stream from its spec if it fails.
-        sources = [opened.enter_context(_open_source(open_source, spec, args.stream_timeout))
-                   for spec in specs]
+        sources = [opened.enter_context(source) for source in open_sources(specs, args)]
         shapes = [tuple(source.shape) for source in sources]
         largest = (max(h for h, _, _ in shapes), max(w for _, w, _ in shapes), 3)
         first = sources[0]
@@ -236,6 +267,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with start_pipeline(args, shapes[0], mode=args.mode, target_fps=target_fps,
                             on_full=args.on_full, max_age_ms=args.max_age_ms,
                             max_frame_shape=largest, stream_timeout_s=args.stream_timeout,
+                            max_reconnects=None if args.reconnect_forever else args.max_reconnects,
                             restart_workers=args.restart_workers,
                             conf=args.conf, iou=args.iou, keep_frames=bool(args.video)) as pipeline:
 
@@ -252,12 +284,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                 calibration = pipeline.calibrate(frame, refresh=args.recalibrate)
                 say(f"weights {dict(zip(pipeline.labels, pipeline.weights))}, calibrated "
                     f"together {calibration.ideal_fps:.1f} FPS")
-            per_stream = getattr(args, "stream_options", [])  # from a config file's [[streams]]
+            names = default_stream_names(specs, per_stream)
+            priorities = _priorities(args.priority or [], specs, names)
             for index, (spec, source) in enumerate(zip(specs, sources)):
                 fps = source.fps if args.realtime and source.fps else None
-                options = {"name": spec if len(specs) > 1 else None, "fps": fps, "max_frames": args.frames,
+                options = {"name": names[index], "fps": fps, "max_frames": args.frames,
+                           **({"priority": priorities[index]} if index in priorities else {}),
                            **(per_stream[index] if index < len(per_stream) else {})}
                 pipeline.add_stream(source, reopen=spec, **options)
+            say(_policies_line(pipeline, args.on_full))
             if args.jsonl:
                 sinks.append(JsonLinesSink(args.jsonl))
             if args.video:
@@ -272,7 +307,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             finally:
                 for sink in sinks:
                     sink.close()
-                print(pipeline.metrics.format_table())
+                print(pipeline.metrics.format_table())  # its stream names redacted
     efficiency = pipeline.metrics.scheduling_efficiency
     if efficiency is not None and efficiency > 1.1:
         print("aip: the cached calibration undersells this machine (measured under other load?): "
@@ -283,6 +318,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.plot:
         pipeline.metrics.plot(args.plot)
     return 128 + signals.received if signals.received else 0
+
+
+def default_stream_names(specs: Sequence[str], per_stream: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """Each source's stream name: the ``name`` its config table gives, else
+    :func:`aip.credentials.stream_name` (``10.0.0.5:554/stream1``, ``clip.mp4``,
+    ``camera0``: never a URL's user, password or query), distinct from the others."""
+    given = [per_stream[i].get("name") if i < len(per_stream) else None for i in range(len(specs))]
+    taken = [str(name) for name in given if name is not None]
+    names: list[str] = []
+    for spec, name in zip(specs, given):
+        if name is None:
+            name = stream_name(spec, taken)
+            taken.append(name)
+        names.append(str(name))
+    return names
 
 
 def cmd_run_cluster(args: argparse.Namespace, specs: list[str]) -> int:
@@ -356,25 +406,99 @@ class _DrainOnSignals:
         self.pipeline.drain(self.timeout_s)
 
 
-def _open_source(open_source: Any, spec: str, timeout_s: float) -> Any:
+# Cameras opened at once at the start of a run: each open waits up to a
+# frame period for the camera's first frame, one after the other 100 cameras
+# at 1 FPS would take a minute and a half to start.
+OPEN_THREADS = 32
+
+
+def open_sources(specs: Sequence[str], args: argparse.Namespace) -> list[Any]:
+    """Every source, opened side by side; the first failure (after the
+    others are closed again) as a :class:`SourceError`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aip.sources import close_quietly
+
+    attempts = None if args.reconnect_forever else args.max_reconnects
+    with ThreadPoolExecutor(max_workers=max(1, min(OPEN_THREADS, len(specs)))) as pool:
+        futures = [pool.submit(_open_source, spec, args.stream_timeout, attempts) for spec in specs]
+    sources, failure = [], None
+    for future in futures:
+        try:
+            sources.append(future.result())
+        except BaseException as error:  # noqa: BLE001 - raised below, once the rest are closed
+            failure = failure or error
+    if failure is not None:
+        for source in sources:
+            close_quietly(source)
+        raise failure
+    return sources
+
+
+def _open_source(spec: str, timeout_s: float, max_reconnects: int | None) -> Any:
     """``open_source(spec)``; any failure is a SourceError that names the source.
 
-    A camera or stream URL gets ``timeout_s`` per try and one retry: a typo
-    in a URL or a camera that is off fails in seconds, not after the
-    back-off a running stream gets.
+    A camera or stream URL is opened under the policy its stream keeps for
+    every reopen: ``timeout_s`` per try, ``max_reconnects`` more tries
+    (None: forever) with the same back-off.
     """
-    from aip.sources import STREAM_SCHEMES
+    from aip.pipeline.streams import reconnect_delay
+    from aip.sources import STREAM_SCHEMES, open_source
 
     is_stream = spec.isdigit() or spec.lower().startswith(STREAM_SCHEMES)
-    try:
-        if is_stream:
-            return open_source(spec, read_timeout_s=timeout_s, reconnect_attempts=1)
-        return open_source(spec)
-    except ConnectionError as error:
-        raise SourceError(f"{error}: check the address and that the camera or server is up "
-                          "(--stream-timeout S waits longer)") from error
-    except (OSError, ValueError, RuntimeError) as error:
-        raise SourceError(str(error)) from error
+    failures = 0
+    while True:
+        try:
+            if is_stream:
+                return open_source(spec, read_timeout_s=timeout_s, reconnect_attempts=0)
+            return open_source(spec)
+        except ConnectionError as error:
+            failures += 1
+            if max_reconnects is not None and failures > max_reconnects:
+                raise SourceError(f"{error} (tried {failures} times): check the address and that "
+                                  "the camera or server is up (--stream-timeout S waits longer, "
+                                  "--max-reconnects N tries more)") from error
+            delay = reconnect_delay(0.5, failures)
+            log.warning("%s; trying again in %.1f s", redact(str(error)), delay)
+            time.sleep(delay)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise SourceError(str(error)) from error
+
+
+def _priorities(given: Sequence[str], specs: Sequence[str], names: Sequence[str]) -> dict[int, float]:
+    """``--priority STREAM=W`` (a stream's name, its source as given, or its
+    position from 0) -> ``{index: W}``."""
+    priorities: dict[int, float] = {}
+    for text in given:
+        key, sep, value = text.rpartition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = 0.0
+        if not sep or not weight > 0:
+            raise ValueError(f"--priority {text!r}: write STREAM=W with W > 0, e.g. door=2")
+        matches = [i for i, (spec, name) in enumerate(zip(specs, names))
+                   if key in (spec, name, str(i))]
+        if not matches:
+            raise ValueError(f"--priority {redact(text)!r}: no stream named {redact(key)!r}; "
+                             f"the streams are {', '.join(redact(n) for n in names)}")
+        for index in matches:
+            priorities[index] = weight
+    return priorities
+
+
+def _policies_line(pipeline: Any, on_full: str | None) -> str:
+    """Which policy each stream got (live sources ``latest``, files ``block``,
+    unless ``--on-full`` or its own options say otherwise)."""
+    by_policy: dict[str, list[str]] = {}
+    for name, policy in pipeline.stream_policies().items():
+        by_policy.setdefault(policy, []).append(redact(name))
+    parts = []
+    for policy, names in by_policy.items():
+        shown = ", ".join(names[:6]) + (f", ... ({len(names)} streams)" if len(names) > 6 else "")
+        parts.append(f"{policy}: {shown}")
+    how = "--on-full" if on_full else "by source: live latest, files block"
+    return f"policy ({how}) " + "; ".join(parts)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -428,9 +552,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", choices=("static", "adaptive", "pull"), default="static")
     run.add_argument("--fps", type=positive_float, help="pace input to this many frames per second")
     run.add_argument("--realtime", action="store_true", help="pace each stream to its source's own rate")
-    run.add_argument("--on-full", choices=POLICIES, default="block",
-                     help="when every slot is busy (default block: lose nothing; latest: only "
-                     "each stream's freshest frame waits)")
+    run.add_argument("--on-full", choices=POLICIES, default=None,
+                     help="when the workers are busy: every stream's policy (default by source: "
+                     "latest for a camera or stream, only its freshest frame waits; block for a "
+                     "file or folder, lose nothing)")
+    run.add_argument("--priority", action="append", metavar="STREAM=W",
+                     help="a stream's share of the workers under overload against the others' "
+                     "(default 1; STREAM is its name, its source or its position from 0); repeat")
     run.add_argument("--max-age-ms", type=positive_float, metavar="MS",
                      help="skip (count as late) a frame older than this when a worker would take it")
     run.add_argument("--restart-workers", action="store_true",
@@ -439,6 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="on SIGTERM or Ctrl-C, wait this long for the frames in flight (default 10)")
     run.add_argument("--stream-timeout", type=positive_float, default=10.0, metavar="S",
                      help="a stream that gives no frame for this long is reconnected (default 10)")
+    run.add_argument("--max-reconnects", type=nonnegative_int, default=3, metavar="N",
+                     help="tries after a camera or stream fails, at the first open and every "
+                     "reopen, with back-off (0.5 s doubling to 30 s), before it is evicted "
+                     "(default 3)")
+    run.add_argument("--reconnect-forever", action="store_true",
+                     help="never evict a camera: keep reconnecting with back-off")
     run.add_argument("--frames", type=positive_int, help="stop after this many frames")
     run.add_argument("--conf", type=fraction, default=0.25, help="confidence threshold, 0-1")
     run.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold, 0-1")
@@ -505,6 +639,7 @@ def _bench(rest: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """``aip ...``: the exit code says how it ended (see :mod:`aip.errors`)."""
     logging.basicConfig(level=logging.WARNING, format="aip: %(message)s")
+    install_log_redaction()  # what aip logs names sources: never with their passwords
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
@@ -517,11 +652,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("aip: interrupted", file=sys.stderr)
         return exit_code(KeyboardInterrupt())
     except Exception as error:  # every error ends as one line and its documented code
-        print(f"aip: error: {_describe(error)}", file=sys.stderr)
+        # Redacted: a source's error quotes its URL, password and all.
+        print(f"aip: error: {redact(_describe(error))}", file=sys.stderr)
         if os.environ.get("AIP_TRACEBACK"):
             import traceback
 
-            traceback.print_exc()  # a worker's own traceback is in the message, printed here too
+            # a worker's own traceback is in the message, printed here too
+            print(redact(traceback.format_exc()), end="", file=sys.stderr)
         return exit_code(error)
 
 

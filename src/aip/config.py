@@ -10,9 +10,10 @@ may also come as tables, with options of their own::
     source = "rtsp://camera-1/stream"
     name = "door"
     fps = 10
-    policy = "latest"        # block, drop-oldest, drop-newest, latest
+    policy = "latest"        # block, drop-oldest, drop-newest, latest (default: by source)
     max_age_ms = 200
     frames = 1000
+    priority = 2             # twice the share of a priority-1 stream under overload
 
 and backends as tables: ``[[backends]]`` with ``name = "onnx"`` and the
 backend's options (``threads = 1``).
@@ -43,7 +44,7 @@ ALIASES = {"backends": "backend", "source": "sources"}
 NOT_IN_FILE = frozenset({"config", "help"})
 # Options of one stream table -> Pipeline.add_stream's keyword.
 STREAM_KEYS = {"source": "source", "name": "name", "fps": "fps", "policy": "policy",
-               "max_age_ms": "max_age_ms", "frames": "max_frames"}
+               "max_age_ms": "max_age_ms", "frames": "max_frames", "priority": "priority"}
 
 
 # ---- value types shared by the flags and the file ------------------------------------------
@@ -52,6 +53,13 @@ def positive_float(text: str) -> float:
     value = _float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
     return value
 
 
@@ -156,7 +164,7 @@ def apply(args: argparse.Namespace, argv: Sequence[str],
         dest = key.replace("-", "_")
         dest = ALIASES.get(dest, dest)
         if dest == "streams" and isinstance(value, list):
-            tables = _stream_tables(path, value)
+            tables = stream_tables(path, value)
             continue
         action = actions.get(dest)
         if action is None or dest in NOT_IN_FILE:
@@ -221,7 +229,9 @@ def _backend_text(bad: Callable[[str], ConfigError], item: Any) -> str:
     return f"{name}:{options}" if options else name
 
 
-def _stream_tables(path: str, tables: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
+def stream_tables(path: str, tables: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Sources and their ``add_stream`` options from ``[[streams]]`` tables
+    (or the lines of a ``--streams`` file, read as tables)."""
     from aip.pipeline.streams import POLICIES
 
     sources: list[str] = []
@@ -264,4 +274,6 @@ def _stream_tables(path: str, tables: list[Any]) -> tuple[list[str], list[dict[s
     return sources, options
 
 
-__all__ = ["apply", "file_keys", "fraction", "load", "port", "positive_float", "positive_int"]
+__all__ = ["apply", "file_keys", "fraction", "load", "nonnegative_int", "port", "positive_float",
+           "positive_int",
+           "stream_tables"]

@@ -15,11 +15,15 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import numpy as np
 
+from aip.credentials import redacted_names
+
 __all__ = ["BackendMetrics", "LatencyStats", "Metrics", "StreamMetrics"]
+
+_T = TypeVar("_T")
 
 # Histogram layout. Buckets grow by 2 %, so the geometric middle of a bucket
 # is within 1 % of every value in it; 1 us .. 1 h then takes ~1,100 buckets
@@ -164,6 +168,9 @@ class StreamMetrics:
     frames_late: int = 0
     buffer_full_waits: int = 0
     reconnects: int = 0
+    frames_decoded: int = 0  # live: frames decoded for a worker (MJPEG stays encoded until then)
+    decodes_skipped: int = 0  # live: frames replaced or dropped before anything decoded them
+    clock_clamped: int = 0  # capture times from another clock, replaced by the publish time
     state: str = "running"
     """running, ended, evicted or removed."""
     end_to_end: LatencyStats = field(default_factory=LatencyStats)
@@ -186,6 +193,9 @@ class StreamMetrics:
             "frames_late": self.frames_late,
             "buffer_full_waits": self.buffer_full_waits,
             "reconnects": self.reconnects,
+            "frames_decoded": self.frames_decoded,
+            "decodes_skipped": self.decodes_skipped,
+            "clock_clamped": self.clock_clamped,
             "fps": self.fps,
             "end_to_end": self.end_to_end.to_dict(),
         }
@@ -212,6 +222,8 @@ class Metrics:
     buffer_full_waits: int = 0
     wall_time_s: float = 0.0
     manager_cpu_s: float = 0.0
+    decode_cpu_s: float = 0.0
+    """Of manager_cpu_s, what the admission thread spent decoding live frames into slots."""
     ideal_fps: float | None = None
     """Calibrated ideal throughput (sum of the backends' together-FPS), if known."""
     backends: dict[str, BackendMetrics] = field(default_factory=dict)
@@ -294,11 +306,13 @@ class Metrics:
             "scheduling_efficiency": self.scheduling_efficiency,
             "manager_cpu_s": self.manager_cpu_s,
             "manager_cpu_pct": self.manager_cpu_pct,
+            "decode_cpu_s": self.decode_cpu_s,
             "inference": self.inference.to_dict(),
             "end_to_end": self.end_to_end.to_dict(),
             "backends": {name: b.to_dict() for name, b in self.backends.items()},
             "fps_timeline": list(self.fps_timeline),
-            "streams": {name: stream.to_dict() for name, stream in self.streams.items()},
+            # Names redacted: a stream named by its URL by hand must not write its password.
+            "streams": _by_redacted_name({name: stream.to_dict() for name, stream in self.streams.items()}),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -364,15 +378,23 @@ class Metrics:
                 f"{_ms(end_to_end.p50_s):>10}{_ms(end_to_end.p95_s):>8}{_ms(end_to_end.p99_s):>8}"
             )
         if len(self.streams) > 1:
-            lines += ["", f"{'stream':<12}{'state':>9}{'read':>8}{'ordered':>9}{'dropped':>9}"
+            streams = _by_redacted_name(self.streams)
+            width = max(12, *(len(name) + 1 for name in streams))  # names are host:port/path
+            lines += ["", f"{'stream':<{width}}{'state':>9}{'read':>8}{'ordered':>9}{'dropped':>9}"
                           f"{'late':>7}{'FPS':>8}{'e2e p50':>10}{'p99':>8}   (ms)"]
-            for name, stream in self.streams.items():
+            for name, stream in streams.items():
                 lines.append(
-                    f"{name:<12}{stream.state:>9}{stream.frames_read:>8}{stream.frames_ordered:>9}"
+                    f"{name:<{width}}{stream.state:>9}{stream.frames_read:>8}{stream.frames_ordered:>9}"
                     f"{stream.frames_dropped:>9}{stream.frames_late:>7}{stream.fps:>8.1f}"
                     f"{_ms(stream.end_to_end.p50_s):>10}{_ms(stream.end_to_end.p99_s):>8}"
                 )
         return "\n".join(lines)
+
+
+def _by_redacted_name(items: dict[str, _T]) -> dict[str, _T]:
+    """``items`` keyed by their names redacted (aip.credentials), still distinct."""
+    items = dict(items)  # one look: the run loop may add a stream meanwhile
+    return dict(zip(redacted_names(items), items.values()))
 
 
 def _ms(seconds: float) -> str:

@@ -11,6 +11,9 @@ metrics and a health endpoint.
                         /metrics   Prometheus text (PipelineCollector, read at scrape time)
                         /healthz   200 or 503 and a JSON body (health)
 
+Stream names leave the process redacted (:mod:`aip.credentials`): a stream
+named by a URL with a password in it shows ``rtsp://***@host/...`` here.
+
 Nothing here writes to the pipeline: it reads the counters the run loop
 keeps, at the moment it is asked (a scrape, a refresh), so it costs nothing
 between two looks. ``rich`` and ``prometheus-client`` come with the
@@ -29,6 +32,8 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, TextIO
+
+from aip.credentials import redact, redacted_names
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -101,6 +106,7 @@ def health(pipeline: Pipeline | None) -> tuple[int, dict[str, Any]]:
     since = pipeline.metrics.seconds_since_last_result()
     state = observed_state(status, since)
     now_ns = time.perf_counter_ns()
+    named = dict(pipeline.metrics.streams)
     streams = {
         name: {
             "state": stream.state,
@@ -110,7 +116,7 @@ def health(pipeline: Pipeline | None) -> tuple[int, dict[str, Any]]:
             "frames_late": stream.frames_late,
             "seconds_since_result": (now_ns - stream.last_ns) / 1e9 if stream.last_ns else None,
         }
-        for name, stream in dict(pipeline.metrics.streams).items()
+        for name, stream in zip(redacted_names(named), named.values())
     }
     body = {
         "state": state,
@@ -180,7 +186,7 @@ class PipelineCollector:
             labels=["stream"])
         stream_state = StateSetMetricFamily(
             "aip_stream_state", "The stream's state.", labels=["stream"])
-        for name, stream in streams.items():
+        for name, stream in zip(redacted_names(streams), streams.values()):
             for field, family in counters.items():
                 family.add_metric([name], getattr(stream, field))
             stream_latency.add_metric([name], *_histogram_buckets(stream.end_to_end))
@@ -251,8 +257,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 code, content_type, body = 404, "text/plain; charset=utf-8", b"not found\n"
         except Exception as error:  # a bad scrape must not print tracebacks or stop the server
-            log.warning("%s failed: %s: %s", path, type(error).__name__, error)
-            code, content_type, body = 500, "text/plain; charset=utf-8", f"{error}\n".encode()
+            text = redact(str(error))
+            log.warning("%s failed: %s: %s", path, type(error).__name__, text)
+            code, content_type, body = 500, "text/plain; charset=utf-8", f"{text}\n".encode()
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -495,6 +502,8 @@ class ProgressDisplay:
         state = observed_state(status, self.pipeline.metrics.seconds_since_last_result())
         if self._final and state == "idle":
             state = "done"
+        named = status["streams"]  # shown by their redacted names, from here on
+        status["streams"] = dict(zip(redacted_names(named), named.values()))
         counts = {f"stream:{name}": s["frames_ordered"] for name, s in status["streams"].items()}
         counts.update({f"backend:{w['label']}": w["frames"] for w in status["workers"]})
         counts["all"] = status["frames_ordered"]
@@ -527,7 +536,7 @@ class ProgressDisplay:
         for name, s in items[:_MAX_STREAM_ROWS]:
             e2e = s["end_to_end"]
             streams.add_row(
-                name, s["state"], f"{rates.get(f'stream:{name}', 0.0):.1f}",
+                redact(name), s["state"], f"{rates.get(f'stream:{name}', 0.0):.1f}",
                 f"{s['frames_ordered']:,}",
                 Text(f"{s['frames_dropped']:,}", "yellow" if s["frames_dropped"] else ""),
                 Text(f"{s['frames_late']:,}", "yellow" if s["frames_late"] else ""),
@@ -576,7 +585,7 @@ class ProgressDisplay:
                 f"ordered {status['frames_ordered']} dropped {status['frames_dropped']} "
                 f"late {status['frames_late']}")
         items = list(status["streams"].items())
-        streams = [f"{name} {rates.get(f'stream:{name}', 0.0):.1f} FPS "
+        streams = [f"{redact(name)} {rates.get(f'stream:{name}', 0.0):.1f} FPS "
                    f"({s['frames_dropped']} dropped, {s['frames_late']} late)"
                    for name, s in items[:_MAX_PLAIN_STREAMS]]
         if len(items) > _MAX_PLAIN_STREAMS:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from aip.credentials import redact
 from aip.reorder import Gap
 from aip.results import FrameResult
 
@@ -57,6 +58,8 @@ class JsonLinesSink(_SinkBase):
     "dropped": reason}`` (reason: dropped, late, lost, ...).
 
     Lines are flushed as written, so a crash loses at most the line in progress.
+    The stream's name is written redacted (:func:`aip.credentials.redact`): a
+    stream named by its URL writes ``rtsp://***@host/...``, never a password.
     """
 
     def __init__(self, path: str | Path, class_names: Sequence[str] | None = None) -> None:
@@ -67,13 +70,13 @@ class JsonLinesSink(_SinkBase):
     def write(self, result: FrameResult | Gap) -> None:
         record: dict[str, Any]
         if isinstance(result, Gap):
-            record = {"stream": result.stream, "frame_id": result.frame_id, "dropped": result.reason}
+            record = {"stream": redact(result.stream), "frame_id": result.frame_id, "dropped": result.reason}
         else:
             detections = result.detections.tolist()
             for row in detections:
                 row[5] = int(row[5])
             record = {
-                "stream": result.stream,
+                "stream": redact(result.stream),
                 "frame_id": result.frame_id,
                 "backend": result.backend,
                 "worker": result.worker,

@@ -26,12 +26,15 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from aip.credentials import redact
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = [
     "FrameSizeChangedError",
     "FrameSource",
+    "GrabbedFrame",
     "ImageFolderSource",
     "StreamDeadError",
     "StreamSource",
@@ -250,6 +253,53 @@ class VideoFileSource(_CaptureSource):
         self._start(capture, (first, time.perf_counter_ns()))
 
 
+class GrabbedFrame:
+    """A live frame taken off its camera's connection and kept in the
+    reader's own memory, not yet in a slot: the encoded JPEG of an MJPEG
+    stream (decoded only if a worker will take it), else the decoded frame.
+
+    ``capture_ns`` is when the reader drained it from the connection
+    (``time.perf_counter_ns()``): the earliest moment the process had it.
+    """
+
+    __slots__ = ("capture_ns", "_encoded", "_decoded", "_source")
+
+    def __init__(self, capture_ns: int, source: _Source, *, encoded: np.ndarray | None = None,
+                 decoded: np.ndarray | None = None) -> None:
+        self.capture_ns = capture_ns
+        self._encoded = encoded
+        self._decoded = decoded
+        self._source = source
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The size it decodes to: its source's."""
+        return self._source.shape
+
+    @property
+    def needs_decode(self) -> bool:
+        return self._encoded is not None
+
+    def write_into(self, out: np.ndarray) -> None:
+        """Decode (or copy) the frame into ``out``, an array of the source's shape.
+
+        Raises:
+            ValueError: the bytes are not a decodable image (a corrupt frame).
+            FrameSizeChangedError: its size differs and the source refuses to resize.
+        """
+        frame = self._decoded
+        encoded = self._encoded
+        if frame is None and encoded is not None:
+            import cv2
+
+            frame = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+            if frame is None:
+                raise ValueError(f"{self._source.name}: a frame of {encoded.size} bytes is not "
+                                 "a decodable JPEG")
+        assert frame is not None
+        np.copyto(out, self._source._conform(frame))
+
+
 class StreamSource(_CaptureSource):
     """A camera (by index) or a network stream (RTSP, HTTP, ...), reconnected when it fails.
 
@@ -275,7 +325,9 @@ class StreamSource(_CaptureSource):
         ``read_timeout_s`` bounds opening and each read of a network stream
         (OpenCV's FFmpeg timeouts); cameras block in their driver.
         """
-        super().__init__(f"camera {source}" if isinstance(source, int) else str(source), on_resize)
+        # The name is for messages: never the credentials (self.source keeps the URL to open).
+        super().__init__(f"camera {source}" if isinstance(source, int) else redact(str(source)),
+                         on_resize)
         if reconnect_attempts < 0 or read_timeout_s <= 0:
             raise ValueError("reconnect_attempts must be >= 0 and read_timeout_s > 0")
         self.source = source
@@ -315,13 +367,64 @@ class StreamSource(_CaptureSource):
                     self._last_frame_at = time.monotonic()
                     return frame, time.perf_counter_ns()
         self._capture.release()
+        if not self.reconnect_attempts:
+            raise StreamDeadError(f"stream {self.name} gave no frame (it did not open, or sent "
+                                  f"nothing for {self.read_timeout_s:g} s)")
         raise StreamDeadError(
             f"stream {self.name} dead: no frame for {time.monotonic() - self._last_frame_at:.1f} s "
             f"after {self.reconnect_attempts} reconnects"
         )
 
     def _read_capture(self, out: np.ndarray | None = None) -> Frame | None:
+        if self._raw:
+            raise RuntimeError(f"{self.name}: read with grab_frame() only, once grab_frame() was used")
         return self._read_with_reconnect(out)
+
+    # ---- grab now, decode on demand (the pipeline's live readers) -------------------
+
+    _raw = False  # the capture hands out encoded packets (set by grab_frame)
+
+    def grab_frame(self) -> GrabbedFrame | None:
+        """The next frame off the connection, without decoding it where the
+        codec allows (MJPEG: the JPEG's bytes; other codecs decode as they
+        read, so the frame is converted to BGR here, into the reader's memory).
+
+        No reconnecting: a failed read raises :class:`StreamDeadError` and
+        the caller's reconnect policy decides. None once closed.
+        """
+        if self._closed or self._capture is None:
+            return None
+        if self._first is not None:
+            frame, self._first = self._first[0], None
+            self._enable_raw()  # the first frame was decoded at open (for its size)
+            self.frames_read += 1
+            return GrabbedFrame(time.perf_counter_ns(), self, decoded=frame)
+        import cv2
+
+        capture = self._capture
+        if not capture.grab():
+            raise StreamDeadError(f"stream {self.name}: no frame (read failed or timed out after "
+                                  f"{self.read_timeout_s:g} s)")
+        capture_ns = time.perf_counter_ns()  # drained from the connection
+        ok, data = capture.retrieve()
+        if not ok or data is None:
+            raise StreamDeadError(f"stream {self.name}: a frame was read but could not be retrieved")
+        self.frames_read += 1
+        self._last_frame_at = time.monotonic()
+        if self._raw:
+            # retrieve()'s array may be reused by the next grab: the JPEG is small, keep a copy.
+            return GrabbedFrame(capture_ns, self, encoded=np.array(data, dtype=np.uint8).reshape(-1))
+        return GrabbedFrame(capture_ns, self, decoded=data if data.shape == self._shape else
+                            self._conform(data))
+
+    def _enable_raw(self) -> None:
+        """Hand out MJPEG frames as JPEG bytes from now on (OpenCV's raw mode):
+        a frame that no worker takes is then never decoded."""
+        import cv2
+
+        fourcc = int(self._capture.get(cv2.CAP_PROP_FOURCC)) if self._capture is not None else 0
+        if fourcc.to_bytes(4, "little") in (b"MJPG", b"mjpg", b"jpeg", b"JPEG"):
+            self._raw = bool(self._capture.set(cv2.CAP_PROP_FORMAT, -1))
 
 
 def close_quietly(source: Any) -> None:
@@ -463,6 +566,6 @@ def open_source(spec: str | int | Path, **options: Any) -> FrameSource:
     if path.is_file():
         return VideoFileSource(path, **options)
     raise FileNotFoundError(
-        f"source {text!r} not found: expected a video file, an image folder, a camera index, "
+        f"source {redact(text)!r} not found: expected a video file, an image folder, a camera index, "
         "a stream URL (rtsp://, http(s)://, ...), 'sample[:FRAMES]' or 'synthetic[:WxH]'"
     )

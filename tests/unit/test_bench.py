@@ -166,6 +166,7 @@ def test_streams_measure_counts_drops_late_and_fairness() -> None:
     assert row["late_pct"] == pytest.approx(100 * 1 / 19)  # 10 + 9 frames expected
     assert row["drop_pct"] == pytest.approx(100 * 3 / 19)  # 4 missing, one of them late
     assert row["p50_ms"] == pytest.approx(17.0)
+    assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
     empty = measure(Run(), n_streams=2, warmup_s=1.0, seconds=1.0)
     assert empty["delivered_fps"] == 0.0
 
@@ -220,3 +221,193 @@ def test_streams_summary_states_each_target() -> None:
     assert "real-over: aip p99 < ultralytics' p99: 70.0 vs 500.0 ms: met" in text
     assert "real-under: aip p99 < ultralytics' p99: 50.0 vs 400.0 ms: met" in text
     assert "real-under: aip >= 2x" not in text  # the cameras' rate caps both under capacity
+
+
+# ---- streams: many cameras on one box (the sweep's plumbing; no camera is started) -------
+
+def test_streams_measure_p95_and_window_from_every_stream() -> None:
+    from aip.bench.streams import Delivery, Run, measure, window_start_ns
+
+    second = 1_000_000_000
+    run = Run()
+    # stream 0 from t = 0, stream 1 only from t = 2 s; latencies 1..100 ms on stream 0
+    run.deliveries += [Delivery(0, k, k * second // 10, float(k + 1)) for k in range(100)]
+    run.deliveries += [Delivery(1, k, 2 * second + k * second // 10, 50.0) for k in range(50)]
+    assert window_start_ns(run, 2) == 0
+    assert window_start_ns(run, 2, from_all_streams=True) == 2 * second
+    assert window_start_ns(run, 3, from_all_streams=True) == 0  # stream 2 never came
+    row = measure(run, n_streams=1, warmup_s=0.0, seconds=100.0)
+    assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    only0 = measure(Run(deliveries=run.deliveries[:100]), n_streams=1, warmup_s=0.0, seconds=100.0)
+    assert only0["p95_ms"] == pytest.approx(95.05)
+    assert only0["p99_ms"] == pytest.approx(99.01)
+    # from the first result the late stream looks starved; from every stream's first, it is fair
+    assert measure(run, 2, 0.0, 4.0)["fairness"] < 0.9
+    settled = measure(run, 2, 0.5, 2.0, from_all_streams=True)
+    assert settled["fairness"] == pytest.approx(1.0)
+    assert settled["window_s"] == pytest.approx(2.0)
+
+
+def test_sweep_window_gives_each_camera_its_frames_up_to_the_cap() -> None:
+    from aip.bench.streams import SWEEP_FRAMES_PER_CAMERA, sweep_window_s
+
+    assert SWEEP_FRAMES_PER_CAMERA == 20
+    # 45 FPS over 100 cameras: 0.45 FPS each, 20 frames take 44.4 s
+    assert sweep_window_s(20.0, 45.0, 100) == pytest.approx(20 / 0.45)
+    assert sweep_window_s(20.0, 45.0, 100, max_s=30.0) == 30.0  # capped
+    assert sweep_window_s(20.0, 450.0, 20) == 20.0  # 22.5 FPS each: --seconds is enough
+    assert sweep_window_s(120.0, 45.0, 100, max_s=90.0) == 120.0  # --seconds is never cut
+    assert sweep_window_s(8.0, 45.0, 100, frames_per_camera=5) == pytest.approx(5 / 0.45)
+    assert sweep_window_s(8.0, 0.0, 10, max_s=60.0) == 60.0  # no capacity measured: the cap
+    assert sweep_window_s(8.0, float("nan"), 10, max_s=60.0) == 60.0
+
+
+def test_capacity_search_finds_the_largest_passing_count() -> None:
+    from collections.abc import Callable
+
+    from aip.bench.streams import search_capacity
+
+    def served_up_to(limit: int) -> tuple[list[int], Callable[[int], tuple[bool, dict[str, int]]]]:
+        asked: list[int] = []
+
+        def try_n(n: int) -> tuple[bool, dict[str, int]]:
+            asked.append(n)
+            return n <= limit, {"streams": n}
+
+        return asked, try_n
+
+    # from 22: fail, down to 17: pass, bisect 19: fail, 18: fail -> 17
+    asked, try_n = served_up_to(17)
+    best, row, tries = search_capacity(22, try_n, max_tries=4)
+    assert (best, row) == (17, {"streams": 17}) and asked == [22, 17, 19, 18]
+    assert [(n, ok) for n, ok, _ in tries] == [(22, False), (17, True), (19, False), (18, False)]
+    # from below: up by 1.25 while served, then bisect; stops once the pass and fail are neighbours
+    asked, try_n = served_up_to(11)
+    best, _, _ = search_capacity(8, try_n, max_tries=10)
+    assert best == 11 and asked == [8, 10, 13, 11, 12]
+    # bounded: never more than max_tries, the best so far
+    asked, try_n = served_up_to(1000)
+    best, _, tries = search_capacity(10, try_n, max_tries=3)
+    assert len(tries) == 3 and best == asked[-1] and asked == [10, 13, 17]
+    # none served, down to one camera and no further
+    asked, try_n = served_up_to(0)
+    best, row, tries = search_capacity(2, try_n, max_tries=4)
+    assert best is None and row is None and asked == [2, 1]
+    # a start of 0 (capacity under 2 FPS) tries one camera
+    asked, try_n = served_up_to(1)
+    assert search_capacity(0, try_n, max_tries=1)[0] == 1
+
+
+def test_capacity_try_needs_no_drop_and_p95_under_the_limit() -> None:
+    from aip.bench.streams import capacity_ok
+
+    good = {"frames": 100, "drop_pct": 0.0, "p95_ms": 300.0}
+    assert capacity_ok(good)
+    assert not capacity_ok({**good, "drop_pct": 0.5})
+    assert not capacity_ok({**good, "p95_ms": 501.0})
+    assert not capacity_ok({**good, "errors": ["evicted"]})
+    assert not capacity_ok({"delivered_fps": 0.0, "frames": 0})
+
+
+def test_decode_and_memory_figures(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from aip.bench.streams import decode_figures, memory_figures, rss_bytes, shm_bytes
+
+    streams = {"a": SimpleNamespace(frames_decoded=30, decodes_skipped=10),
+               "b": SimpleNamespace(frames_decoded=30, decodes_skipped=30)}
+    figures = decode_figures(SimpleNamespace(wall_time_s=10.0, decode_cpu_s=2.5, streams=streams))
+    assert figures["decode_cpu_pct"] == pytest.approx(25.0)
+    assert (figures["frames_decoded"], figures["decodes_skipped"]) == (60, 40)
+    assert figures["decode_saved_pct"] == pytest.approx(40.0)
+    # a pipeline that does not count them: None, not an error
+    old = decode_figures(SimpleNamespace(wall_time_s=10.0, streams={"a": SimpleNamespace()}))
+    assert old["decode_cpu_pct"] is None and old["frames_decoded"] is None
+    assert old["decode_saved_pct"] is None
+
+    memory = memory_figures(100 * 2**20, 110 * 2**20, 4 * 2**20, 20)
+    assert memory["rss_mb"] == pytest.approx(110.0)
+    assert memory["rss_per_stream_kb"] == pytest.approx(512.0)
+    assert memory["shm_mb"] == pytest.approx(4.0) and memory["shm_per_stream_kb"] == pytest.approx(204.8)
+    assert memory_figures(None, None, None, 5)["rss_per_stream_kb"] is None
+
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmPeak:\t  999 kB\nVmRSS:\t  2048 kB\n")
+    assert rss_bytes(status) == 2048 * 1024
+    assert rss_bytes(tmp_path / "nope") is None
+    real = rss_bytes()
+    assert real is None or real > 0
+    (tmp_path / "aip_table").write_bytes(b"x" * 1000)
+    (tmp_path / "aip_ring").write_bytes(b"x" * 24)
+    assert shm_bytes(["/aip_table", "aip_ring"], tmp_path) == 1024
+    assert shm_bytes(["aip_table", None], tmp_path) is None
+    assert shm_bytes(["aip_gone"], tmp_path) is None
+
+
+def test_streams_scenario_and_count_arguments() -> None:
+    from aip.bench.streams import SCENARIOS, parse_counts, parse_scenarios
+
+    assert SCENARIOS == ("sim", "real-under", "real-over", "ultralytics")  # the sweep is not default
+    assert parse_scenarios("sweep") == ["cameras", "cameras-ultralytics", "capacity"]
+    assert parse_scenarios("sim, cameras,,sweep") == ["sim", "cameras", "cameras-ultralytics",
+                                                       "capacity"]
+    assert parse_counts("20,50,100") == [20, 50, 100]
+    assert parse_counts(" 6 ,6") == [6]
+    for bad in ("", "0", "ten", "-5", "2.5"):
+        with pytest.raises(ValueError):
+            parse_counts(bad)
+    for argv in (["--camera-counts", "0"], ["--capacity-tries", "0"], ["--scenarios", "camera"]):
+        with pytest.raises(SystemExit):
+            main(["streams", *argv])
+
+
+def test_streams_summary_states_the_sweep_targets() -> None:
+    from aip.bench.streams import CAMERA_COLUMNS, summarize, targets
+
+    def row(system: str, scenario: str, streams: int, fps: float, p99: float,
+            **extra: object) -> dict[str, object]:
+        return {"system": system, "scenario": scenario, "streams": streams, "offered_fps": 60.0,
+                "delivered_fps": fps, "drop_pct": 30.0, "late_pct": 0.0, "p50_ms": p99 / 2,
+                "p95_ms": p99 * 0.9, "p99_ms": p99, "fairness": 0.95, "manager_cpu_pct": 40.0,
+                "capacity_fps": 40.0, "service_ms": 50.0, "window_s": 30.0, "camera_fps": 3.0,
+                **extra}
+
+    aip = {"decode_cpu_pct": 12.0, "frames_decoded": 600, "decodes_skipped": 200,
+           "decode_saved_pct": 25.0, "rss_mb": 300.0, "rss_per_stream_kb": 900.0,
+           "shm_mb": 10.0, "shm_per_stream_kb": 512.0, "efficiency_pct": 95.0}
+    rows = [row("aip", "cameras-20", 20, 38.0, 120.0, **aip),  # all met
+            row("ultralytics", "cameras-20", 20, 12.0, 900.0),
+            row("aip", "cameras-100", 100, 30.0, 200.0, fairness=0.5, **aip),  # none met
+            row("aip", "capacity", 18, 36.0, 300.0, drop_pct=0.0, capacity_camera_fps=2.0,
+                capacity_p95_limit_ms=500.0, capacity_trials=[
+                    {"streams": 20, "ok": False, "drop_pct": 1.5, "p95_ms": 700.0},
+                    {"streams": 18, "ok": True, "drop_pct": 0.0, "p95_ms": 270.0}])]
+    document = {"settings": {"seconds": 20, "warmup_s": 2}, "results": rows}
+    checks = {target: (figure, ok) for target, figure, ok in targets(document)}
+    assert checks["cameras-20: fairness >= 0.9"] == ("0.95", True)
+    assert checks["cameras-20: delivered >= 90 % of calibrated capacity"] == (
+        "38.0 of 40.0 FPS = 95 %", True)
+    assert checks["cameras-20: p99 age <= 3x service time (150.0 ms)"] == ("120.0 ms", True)
+    assert checks["cameras-20: aip delivered FPS > ultralytics'"] == (
+        "38.0 vs 12.0 FPS = 3.17x", True)
+    assert checks["cameras-100: fairness >= 0.9"][1] is False
+    assert checks["cameras-100: delivered >= 90 % of calibrated capacity"][1] is False
+    assert checks["cameras-100: p99 age <= 3x service time (150.0 ms)"][1] is False
+    assert "cameras-100: aip delivered FPS > ultralytics'" not in checks  # none on 100
+    assert not any(target.startswith("capacity") for target in checks)
+    text = summarize(document)
+    assert "Many live streams" not in text  # no row of the default scenarios: no empty table
+    header = next(line for line in text.splitlines() if "efficiency_pct" in line)
+    assert all(column in header for column in CAMERA_COLUMNS)
+    assert "cameras-20: fairness >= 0.9: 0.95: met" in text
+    assert "cameras-100: fairness >= 0.9: 0.50: NOT met" in text
+    assert "cameras-20: aip delivered FPS > ultralytics': 38.0 vs 12.0 FPS = 3.17x: met" in text
+    assert ("aip capacity: 18 cameras at 2 FPS served with no drop and p95 age <= 500 ms "
+            "(0.00 % dropped, p95 270.0 ms)") in text
+    assert "tries: 20 not (1.50 % dropped, p95 700.0 ms), 18 served" in text
+    assert "decode CPU 12.0 % of a core, 600 frames decoded, 200 decodes skipped (25.0 % saved)" in text
+    assert "manager RSS 300.0 MB (900.0 KB per stream" in text
+    # a losing aip: NOT met
+    rows[1]["delivered_fps"] = 50.0
+    assert "cameras-20: aip delivered FPS > ultralytics': 38.0 vs 50.0 FPS = 0.76x: NOT met" in summarize(
+        document)

@@ -110,13 +110,18 @@ def encode_frames(count: int, hw: tuple[int, int] = (480, 640),
 
 class _Camera:
     """One camera: a pacer thread that makes frame k current every 1/fps
-    seconds, from its first client's connection (and its phase) on, and
-    records when."""
+    seconds, from its first client's connection on, and records when.
+
+    Its frames come at ``epoch_ns + (m + phase) * period`` for whole m, one
+    clock for every camera of the process: the phases stay what they were
+    made, whenever each client connects (clients that connect one after the
+    other would otherwise set them)."""
 
     def __init__(self, index: int, jpegs: list[bytes], frames: int, fps: float, phase: float,
-                 sent_ns: Any, stop: threading.Event) -> None:
+                 sent_ns: Any, stop: threading.Event, epoch_ns: int = 0) -> None:
         self.index = index
-        self.phase = phase  # of a frame period: when its first frame comes after its first client
+        self.phase = phase  # of a frame period, after the shared epoch
+        self.epoch_ns = epoch_ns
         self.jpegs = jpegs  # frame k shows jpegs[k % len(jpegs)]
         self.frames = frames
         self.period_ns = int(1e9 / fps)
@@ -136,7 +141,10 @@ class _Camera:
 
     def _pace(self) -> None:
         base = self.index * self.frames
-        started = time.perf_counter_ns() + int(self.phase * self.period_ns)
+        now = time.perf_counter_ns()
+        started = self.epoch_ns + int(self.phase * self.period_ns)
+        if started < now:  # the first frame: its camera's next due time from now on
+            started += -(-(now - started) // self.period_ns) * self.period_ns
         try:
             for k in range(self.frames):
                 due = started + k * self.period_ns - time.perf_counter_ns()
@@ -204,7 +212,9 @@ def _serve(count: int, fps: float, frames: int, distinct: int, hw: tuple[int, in
     # is i/count of a period behind camera 0 (the mean of random phases).
     # Started together they would all send at once, every period: a worst
     # case for latency that no set of independent cameras keeps up.
-    cameras = [_Camera(i, jpegs, frames, fps, i / count, sent_ns, stopping) for i in range(count)]
+    epoch_ns = time.perf_counter_ns()
+    cameras = [_Camera(i, jpegs, frames, fps, i / count, sent_ns, stopping, epoch_ns)
+               for i in range(count)]
     servers = []
     for camera in cameras:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(camera))

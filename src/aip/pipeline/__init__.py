@@ -33,7 +33,9 @@ import numpy as np
 
 from aip.backends.base import BackendSpec, BackendUnavailable, check_available
 from aip.calibrate import CalibrationKey, CalibrationResult, calibrate
+from aip.credentials import redact
 from aip.metrics import Metrics
+from aip.pipeline.admission import Admission
 from aip.pipeline.frames import check_frame_shape
 from aip.pipeline.loop import RunLoop
 from aip.pipeline.pool import WorkerError, WorkerPool, batch_of, default_slots
@@ -44,6 +46,8 @@ from aip.pipeline.streams import (
     StreamError,
     StreamEvent,
     StreamOptions,
+    default_policy,
+    is_live,
     new_frame_ids,
 )
 from aip.reorder import Gap
@@ -101,13 +105,16 @@ class Pipeline:
 
     ``mode`` is ``static`` (calibrated weighted cycle), ``adaptive`` (the
     cycle re-weighted from measured service times) or ``pull`` (any idle
-    worker takes the next frame). ``on_full`` (the default policy of a
-    stream) is what happens to a new frame when every slot is busy:
-    ``block``, ``drop-oldest``, ``drop-newest`` or ``latest``; ``target_fps``
-    and ``max_age_ms`` are the default FPS cap and age limit of a stream.
+    worker takes the next frame). ``on_full`` (the policy of every stream;
+    default: by source, ``latest`` for a camera or network stream, ``block``
+    for a file or folder) is what happens to a new frame when the workers
+    are busy: ``block``, ``drop-oldest``, ``drop-newest`` or ``latest``;
+    ``target_fps`` and ``max_age_ms`` are the default FPS cap and age limit
+    of a stream. Live streams share the workers fairly under overload (each
+    stream's ``priority`` weighs its share) and serve their freshest frames.
     Dropped and late frames come out as :class:`~aip.reorder.Gap` in their
     place. A stream that fails is reopened with back-off when it can be, and
-    evicted after ``max_reconnects`` failures in a row; the others go on,
+    evicted after ``max_reconnects`` failures in a row (None: never); the others go on,
     and :class:`StreamError` is raised once everything else was delivered.
 
     A worker that dies has its frames reclaimed and done by the others; one
@@ -122,7 +129,7 @@ class Pipeline:
         mode: str = "static",
         weights: Sequence[int] | None = None,
         target_fps: float | None = None,
-        on_full: str = "block",
+        on_full: str | None = None,
         max_age_ms: float | None = None,
         n_slots: int | None = None,
         max_frame_shape: tuple[int, int, int] | None = None,
@@ -134,7 +141,7 @@ class Pipeline:
         start_timeout_s: float = 600.0,
         stall_timeout_s: float = 60.0,
         stream_timeout_s: float = 10.0,
-        max_reconnects: int = 3,
+        max_reconnects: int | None = 3,
         reconnect_backoff_s: float = 0.5,
         max_attempts: int = 2,
         restart_workers: bool = False,
@@ -147,11 +154,14 @@ class Pipeline:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(SCHEDULER_MODES)}")
         if weights is not None and len(weights) != len(backends):
             raise ValueError(f"{len(weights)} weights for {len(backends)} backends")
-        if on_full not in POLICIES:
+        if on_full is not None and on_full not in POLICIES:
             raise ValueError(f"unknown on_full {on_full!r}; choose one of {', '.join(POLICIES)}")
         if target_fps is not None and target_fps <= 0:
             raise ValueError("target_fps must be > 0")
-        self.defaults = StreamOptions(fps=target_fps, policy=on_full, max_age_ms=max_age_ms)
+        if max_reconnects is not None and max_reconnects < 0:
+            raise ValueError("max_reconnects must be >= 0, or None to retry forever")
+        self._on_full = on_full
+        self.defaults = StreamOptions(fps=target_fps, policy=on_full or "block", max_age_ms=max_age_ms)
         for spec in backends:
             check_available(spec)  # BackendUnavailable, with the reason, before anything starts
         self.labels = _unique_labels(backends)
@@ -179,6 +189,7 @@ class Pipeline:
         self._streams: dict[int, Stream] = {}  # of the current run
         self._waiting_streams: list[Stream] = []  # added before a run
         self._targets: Targets | None = None
+        self._admission: Admission | None = None
         self._running = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -191,8 +202,9 @@ class Pipeline:
         return self.pool.specs
 
     @property
-    def on_full(self) -> str:
-        return self.defaults.policy
+    def on_full(self) -> str | None:
+        """Every stream's policy, or None: each stream's source decides (:func:`default_policy`)."""
+        return self._on_full
 
     @property
     def target_fps(self) -> float | None:
@@ -244,27 +256,34 @@ class Pipeline:
         max_age_ms: float | None = None,
         max_frames: int | None = None,
         reopen: str | int | Path | None = None,
+        priority: float = 1.0,
     ) -> str:
         """Add a stream, to the run going on (it starts at once) or to the next.
 
         Options default to the pipeline's (``target_fps``, ``on_full``,
-        ``max_age_ms``). ``reopen`` is how to open the source again when it
-        fails (a path, URL or camera index: the default when ``source`` is
-        one). Returns the stream's name (``s0``, ``s1``, ... unless given).
+        ``max_age_ms``); without either, ``policy`` follows the source:
+        ``latest`` for a camera or network stream, ``block`` for the rest.
+        ``priority`` weighs a live stream's share of the workers under
+        overload (2: twice the frames of a stream of priority 1). ``reopen``
+        is how to open the source again when it fails (a path, URL or camera
+        index: the default when ``source`` is one). Returns the stream's
+        name (``s0``, ``s1``, ... unless given).
         """
         options = StreamOptions(
             fps=fps if fps is not None else self.defaults.fps,
-            policy=policy if policy is not None else self.defaults.policy,
+            policy=policy if policy is not None else (self._on_full or "block"),
             max_age_ms=max_age_ms if max_age_ms is not None else self.defaults.max_age_ms,
             max_frames=max_frames,
+            priority=priority,
         )
-        stream = self._make_stream(source, name, options, reopen)
+        stream = self._make_stream(source, name, options, reopen,
+                                   by_source=policy is None and self._on_full is None)
         with self._lock:  # a run may be starting in another thread
             if self._running:
                 self._streams[stream.index] = stream
                 self.metrics.streams[stream.name] = stream.metrics
                 if self._targets is not None:  # the run's streams have started: join them
-                    stream.start(self.pool, self._targets, self._ids)
+                    stream.start(self.pool, self._targets, self._ids, self._admission)
             else:
                 self._waiting_streams.append(stream)
         return stream.name
@@ -281,6 +300,11 @@ class Pipeline:
                 return
         raise KeyError(f"no stream named {name!r}")
 
+    def stream_policies(self) -> dict[str, str]:
+        """Each stream's on-full policy: of the run going on, or added for the next."""
+        streams = list(self._streams.values()) if self._running else []
+        return {s.name: s.options.policy for s in streams + self._waiting_streams}
+
     def stop(self) -> None:
         """End a run started with ``until_stopped=True`` once its streams are done."""
         self._stop.set()
@@ -296,30 +320,44 @@ class Pipeline:
         self._stop.set()
 
     def _make_stream(self, source: Any, name: str | None, options: StreamOptions,
-                     reopen: str | int | Path | None) -> Stream:
-        from aip.sources import open_source
+                     reopen: str | int | Path | None, *, by_source: bool = False) -> Stream:
+        import dataclasses
 
         index = self._stream_count
-        name = name if name is not None else f"s{index}"
         live = list(self._streams.values()) if self._running else []  # an ended run's names are free
-        if any(s.name == name for s in live + self._waiting_streams):
-            raise ValueError(f"a stream named {name!r} exists already")
+        taken = [s.name for s in live + self._waiting_streams]
+        name = name if name is not None else f"s{index}"  # never a URL's credentials
+        if name in taken:
+            raise ValueError(f"a stream named {redact(name)!r} exists already")
         spec = source if _is_spec(source) else reopen
         first = None
         if _is_spec(source):
-            source = open_source(source)  # FileNotFoundError & co. at once, before the run
+            source = self._open(source)  # FileNotFoundError & co. at once, before the run
         elif not hasattr(source, "read_into"):
             iterator = iter(source)
             item = next(iterator, None)
             if item is not None:  # stamped when the run takes it (0: not yet), unless it came stamped
                 first = item if isinstance(item, tuple) else (item, 0)
             source = iterator
+        if by_source:
+            options = dataclasses.replace(options, policy=default_policy(is_live(source)))
         self._stream_count += 1
         return Stream(
-            name, index, source, options, spec=spec, opener=open_source if spec is not None else None,
+            name, index, source, options, spec=spec, opener=self._open if spec is not None else None,
             first=first, keep_frames=self.keep_frames, max_reconnects=self.max_reconnects,
-            reconnect_backoff_s=self.reconnect_backoff_s,
+            reconnect_backoff_s=self.reconnect_backoff_s, stream_timeout_s=self.stream_timeout_s,
         )
+
+    def _open(self, spec: str | int | Path) -> Any:
+        """Open a source by its spec. A camera or stream does not reconnect
+        on its own: its stream's one policy (``max_reconnects``, back-off,
+        ``stream_timeout_s``) does, for this open and every reopen."""
+        from aip.sources import STREAM_SCHEMES, open_source
+
+        text = str(spec)
+        if isinstance(spec, int) or text.isdigit() or text.lower().startswith(STREAM_SCHEMES):
+            return open_source(spec, reconnect_attempts=0, read_timeout_s=self.stream_timeout_s)
+        return open_source(spec)
 
     def status(self) -> dict[str, Any]:
         """A live snapshot for progress displays and health checks.
@@ -364,7 +402,7 @@ class Pipeline:
 
     def _emit(self, event: StreamEvent) -> None:
         self.events.append(event)
-        log.info("stream %s %s: %s", event.stream, event.kind, event.message)
+        log.info("stream %s %s: %s", redact(event.stream), event.kind, redact(event.message))
         if self.on_event is not None:
             self.on_event(event)
 
@@ -385,6 +423,8 @@ class Pipeline:
         delivered, or, with ``until_stopped``, once :meth:`stop` was called.
         Raises :class:`StreamError` at the end if a stream was evicted.
         """
+        if self._running:  # before adding anything: a second run adds nothing to the first
+            raise RuntimeError("a run is going on already: add streams to it with add_stream")
         if sources is not None:
             for source in ([sources] if _is_one_source(sources) else list(sources)):
                 self.add_stream(source, max_frames=max_frames)
@@ -401,6 +441,7 @@ class Pipeline:
         for stream in streams:
             metrics.streams[stream.name] = stream.metrics
         loop: RunLoop | None = None
+        admission: Admission | None = None
         cpu_start = time.process_time()
         complete = False
         try:
@@ -413,24 +454,32 @@ class Pipeline:
                 if not worker.alive:
                     targets.mark_dead(worker.index)
             metrics.ideal_fps = self.calibration.ideal_fps if self.calibration else None
+            admission = Admission(self.pool, targets, self._ids, self._in_flight_target)
+            admission.start()
             loop = RunLoop(self.pool, self._streams, targets, metrics,
                            stream_timeout_s=self.stream_timeout_s, on_event=self._emit,
                            keep_running=lambda: until_stopped and not self._stop.is_set(),
-                           stop_when=self._drain_expired, weight_of=self._weight_of)
+                           stop_when=self._drain_expired, weight_of=self._weight_of,
+                           admission=admission)
             with self._lock:
                 self._targets = targets
+                self._admission = admission
                 for stream in list(self._streams.values()):
-                    stream.start(self.pool, targets, self._ids)
+                    stream.start(self.pool, targets, self._ids, admission)
             yield from loop.results()
             complete = True
         finally:
             with self._lock:
                 self._running = False
                 self._targets = None
+                self._admission = None
             self._stop.clear()
             self._drain_deadline = None
             if loop is not None and not complete:
                 loop.finish()
+            if admission is not None:
+                admission.stop()
+                metrics.decode_cpu_s = admission.decode_cpu_s
             for stream in self._streams.values():
                 stream.stop()
                 metrics.streams[stream.name] = stream.metrics
@@ -447,6 +496,18 @@ class Pipeline:
 
     def _drain_expired(self) -> bool:
         return self._drain_deadline is not None and time.monotonic() > self._drain_deadline
+
+    def _in_flight_target(self) -> int:
+        """Frames live streams keep in the slots: a batch in every live
+        worker's hands, and the next one waiting (under ``pull`` any worker
+        takes it, so one batch waiting serves them all). More would only age
+        in a slot; a frame waits in its camera's pending place instead, where
+        a fresher one can still replace it."""
+        batches = [batch_of(self.specs[w.index]) for w in self.pool.workers if w.alive]
+        if not batches:
+            return 1
+        waiting = max(batches) if self.mode == "pull" else sum(batches)
+        return min(sum(batches) + waiting, self.pool.n_slots)
 
     def _weight_of(self, worker: int) -> int:
         """A restarted worker's weight: its calibrated one (an adaptive

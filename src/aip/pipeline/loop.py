@@ -58,6 +58,7 @@ class RunLoop:
         keep_running: Callable[[], bool] = lambda: False,
         stop_when: Callable[[], bool] = lambda: False,
         weight_of: Callable[[int], int] = lambda worker: 1,
+        admission: Any = None,
     ) -> None:
         self.pool = pool
         self.streams = streams
@@ -68,6 +69,7 @@ class RunLoop:
         self.keep_running = keep_running  # True: do not end when every stream is complete
         self.stop_when = stop_when  # True: end now, complete or not (a deadline)
         self.weight_of = weight_of  # a restarted worker's weight in the schedule
+        self.admission = admission  # live streams' frames wait there for room in the slots
         self.start_ns = time.perf_counter_ns()
         self._next_health = 0.0
 
@@ -125,7 +127,10 @@ class RunLoop:
             inference_s = (int(record["t_infer_end_ns"]) - int(record["t_infer_start_ns"])) / 1e9
             self.metrics.record_processed(label, inference_s)
             # A batch of n took inference_s: each of its frames cost 1/n of it.
-            self.targets.observe(worker, inference_s / max(int(record["batch_size"]), 1))
+            per_frame_s = inference_s / max(int(record["batch_size"]), 1)
+            self.targets.observe(worker, per_frame_s)
+            if self.admission is not None:
+                self.admission.observe_service(per_frame_s)
             n = int(record["n_detections"])
             self._push(stream, frame_id, FrameResult(
                 frame_id=frame_id, backend=label, worker=worker,
@@ -135,6 +140,8 @@ class RunLoop:
                 t_infer_end_ns=int(record["t_infer_end_ns"]), t_done_ns=0,
                 frame=stream.kept.pop(frame_id, None), stream=stream.name,
             ), "")
+        if len(records) and self.admission is not None:
+            self.admission.nudge()  # their slots are free, or about to be: room for live frames
         return len(records)
 
     def _push(self, stream: Stream, frame_id: int, result: FrameResult | None, reason: str) -> None:
@@ -178,7 +185,8 @@ class RunLoop:
                 stream.restart_stalled(waited)
             if stream.finished and not stream.complete:
                 held = self._streams_in_slots() if held is None else held
-                self._give_up_on_missing(stream, stream.index in held, now)
+                # Frames still pending (a live stream's last ones) are on their way too.
+                self._give_up_on_missing(stream, stream.index in held or bool(stream.pending), now)
 
     def _failed(self, frame: FailedFrame) -> None:
         stream = self.streams.get(frame.stream)

@@ -285,6 +285,11 @@ class WorkerPool:
                     on_dead(worker.index)
                 if self.restart_workers:
                     self._schedule_restart(worker, now)
+            elif not worker.alive:
+                # A frame published for it in the window between the redirect
+                # above and the scheduler hearing of its death would wait for
+                # it forever: redirect again on every check while it is down.
+                self.table.retarget(worker.index, ANY_WORKER)
             if worker.restart_at is not None and now >= worker.restart_at:
                 self._restart(worker, now)
         if not any(w.alive or w.starting or w.restart_at is not None for w in self.workers):

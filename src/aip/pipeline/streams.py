@@ -1,13 +1,24 @@
-"""Streams: one reader thread per source, decoding straight into frame slots.
+"""Streams: one reader thread per source.
 
-Each stream has its own frame ids, order, FPS cap, on-full policy and
-``max_age_ms``. Its reader thread takes a free slot, decodes the next frame
-into it (OpenCV writes into the slot's memory: each frame is written once),
-writes the frame's header and publishes it to the worker the scheduler
-picked. The manager's loop never touches a source, so a slow decode or a
-reconnect back-off of several seconds stalls nothing but its own stream.
+Each stream has its own frame ids, order, FPS cap, on-full policy,
+``max_age_ms`` and priority. The manager's loop never touches a source, so
+a slow decode or a reconnect back-off of several seconds stalls nothing but
+its own stream. Two kinds of reader:
 
-When no slot is free, the stream's policy decides:
+- A live source (a camera, an RTSP/HTTP stream: one with ``grab_frame``)
+  never holds a slot while it waits for its camera. Its reader drains the
+  connection into its own memory (an MJPEG frame stays encoded) and leaves
+  the frame *pending*; the run's admission thread
+  (:mod:`aip.pipeline.admission`) decides, across every live stream, whose
+  frame is decoded into a slot next, and only when a worker can take it soon.
+  The policy acts on the pending frames: ``latest`` keeps only the newest
+  (the others are dropped undecoded), ``drop-oldest`` / ``drop-newest`` keep
+  up to ``PENDING_LIMIT``, ``block`` stops reading while that many wait.
+- Any other source (a file, a folder, frames from Python) is read on
+  demand: its reader takes a free slot, decodes the next frame into it
+  (OpenCV writes into the slot's memory: each frame is written once),
+  writes the frame's header and publishes it to the worker the scheduler
+  picked. When no slot is free, the stream's policy decides:
 
     block        wait for one (files: lose nothing)
     drop-newest  read the frame anyway (a live source keeps going) and drop it
@@ -19,8 +30,11 @@ When no slot is free, the stream's policy decides:
 Dropped and late frames come out as gaps in their stream's order. A stream
 that fails (or, for a live source, gives no frame for ``stream_timeout_s``)
 is reopened with back-off when it can be (it was given as a spec: a path,
-URL or camera index); after ``max_reconnects`` failures in a row it is
-evicted with an event, and the other streams never notice.
+URL or camera index): one policy for the first open and every reopen,
+``max_reconnects`` attempts in a row (None: forever), then it is evicted
+with an event, and the other streams never notice. A stream has at most
+one connection to its camera at any time: a new reader opens only once the
+one before it has closed its source.
 """
 from __future__ import annotations
 
@@ -36,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from aip.credentials import redact
 from aip.metrics import StreamMetrics
 from aip.reorder import ReorderBuffer
 from aip.results import FrameResult
@@ -45,10 +60,16 @@ from aip.sources import close_quietly
 log = logging.getLogger("aip.pipeline")
 
 POLICIES = ("block", "drop-oldest", "drop-newest", "latest")
+# Frames a live stream keeps pending under block / drop-oldest / drop-newest
+# (latest keeps one): enough to ride out a burst, few enough to stay fresh.
+PENDING_LIMIT = 4
 
 # Longest a reader waits in one call for a free slot (block policy) before it
 # looks at its stop flag again.
 SLOT_WAIT_S = 0.1
+# A capture time further in the past than this (or in the future) is from
+# another clock: it is replaced by the time the frame was published.
+CLOCK_SKEW_LIMIT_NS = 24 * 3600 * 10**9
 
 
 @dataclass(frozen=True)
@@ -68,17 +89,25 @@ class StreamError(RuntimeError):
 
     def __init__(self, events: list[StreamEvent]) -> None:
         self.events = events
-        super().__init__("; ".join(f"stream {e.stream}: {e.message}" for e in events))
+        super().__init__("; ".join(f"stream {redact(e.stream)}: {e.message}" for e in events))
+
+
+def default_policy(live: bool) -> str:
+    """A live source (camera, stream) serves its freshest frame; a file loses nothing."""
+    return "latest" if live else "block"
 
 
 @dataclass(frozen=True)
 class StreamOptions:
-    fps: float | None = None  # cap: frames are read no faster (files) / thinned (none: as they come)
+    fps: float | None = None  # cap: frames are read no faster (files) / thinned (live: skipped)
     policy: str = "block"
     max_age_ms: float | None = None  # older than this when a worker would claim it: late
     max_frames: int | None = None
+    priority: float = 1.0  # a live stream's share under overload, against the others'
 
     def __post_init__(self) -> None:
+        if not self.priority > 0:
+            raise ValueError(f"priority must be > 0, got {self.priority}")
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
         if self.fps is not None and self.fps <= 0:
@@ -118,6 +147,17 @@ class Targets:
             self.scheduler.revive(worker, weight)
 
 
+def reconnect_delay(backoff_s: float, failures: int) -> float:
+    """The wait before reopening after ``failures`` failures in a row:
+    ``backoff_s``, doubling each time, at most 30 s."""
+    return float(min(backoff_s * 2 ** min(max(failures - 1, 0), 16), 30.0))
+
+
+def is_live(source: Any) -> bool:
+    """A camera or network stream: grabbed as it comes, never read on demand."""
+    return callable(getattr(source, "grab_frame", None))
+
+
 def _frames_of(source: Any) -> Iterator[tuple[np.ndarray, int]]:
     """``(frame, capture_ns)`` pairs from a source of frames or of pairs."""
     for item in source:
@@ -149,8 +189,9 @@ class Stream:
         opener: Callable[[Any], Any] | None,
         first: tuple[np.ndarray, int] | None,
         keep_frames: bool,
-        max_reconnects: int,
+        max_reconnects: int | None,
         reconnect_backoff_s: float,
+        stream_timeout_s: float = 10.0,
     ) -> None:
         self.name = name
         self.index = index
@@ -160,8 +201,10 @@ class Stream:
         self._opener = opener
         self._first = first
         self.keep_frames = keep_frames
-        self.max_reconnects = max_reconnects
+        self.max_reconnects = max_reconnects  # None: forever
         self.reconnect_backoff_s = reconnect_backoff_s
+        self.stream_timeout_s = stream_timeout_s
+        self.live = is_live(source) or (source is None and spec is not None)
         self.metrics = StreamMetrics()
         self.reorder: ReorderBuffer[FrameResult] = ReorderBuffer(
             first_frame_id=0, capacity=1 << 16, on_overflow="gap", stream=name)
@@ -178,15 +221,31 @@ class Stream:
         self._generation = 0  # of the current reader thread; a stuck one is left behind
         self._failures = 0  # in a row: a frame read resets it
         self._context: tuple[Any, Targets, Iterator[int]] | None = None
+        self._admission: Any = None  # of the run, for a live stream
         # Published frames that may still wait: (slot, frame id, stream id, generation).
         self._waiting: deque[tuple[int, int, int, int]] = deque()
         self._place: int | None = None  # latest: the claim-order place a new frame inherits
+        # A live stream's frames grabbed but not in a slot yet: (stream frame id,
+        # GrabbedFrame), under the admission's lock; ``credit`` is its service
+        # so far, in frames / priority (the admission's deficit round robin).
+        self.pending: deque[tuple[int, Any]] = deque()
+        self.credit = 0.0
+        # Held by the reader that has the source open: one connection per camera.
+        self._connection = threading.Lock()
+        self._connection_owner = 0  # the generation holding it
 
     # ---- control (from the loop's thread) ---------------------------------------
 
-    def start(self, pool: Any, targets: Targets, ids: Iterator[int]) -> None:
+    def start(self, pool: Any, targets: Targets, ids: Iterator[int], admission: Any = None) -> None:
         self._context = (pool, targets, ids)
-        self._event("started", f"{self.spec if self.spec is not None else type(self.source).__name__}")
+        if self.live:
+            if admission is None:
+                raise ValueError(f"stream {self.name}: a live source needs the run's admission")
+            self._admission = admission
+            admission.add(self)
+        what = self.spec if self.spec is not None else type(self.source).__name__
+        self._event("started", f"{what}, policy {self.options.policy}"
+                    + (f", priority {self.options.priority:g}" if self.options.priority != 1 else ""))
         source, self.source = self.source, None
         self._spawn_reader(source)
 
@@ -194,7 +253,7 @@ class Stream:
         self._generation += 1
         self._thread = threading.Thread(
             target=self._run, args=(self._generation, source),
-            name=f"aip-stream-{self.name}", daemon=True)
+            name=f"aip-stream-{redact(self.name)}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -220,9 +279,24 @@ class Stream:
         return self.finished and self.reorder.next_frame_id >= self.issued
 
     def stalled_for(self, now: float) -> float:
-        """Seconds the reader has been blocked in one read (0 when it is not)."""
+        """Seconds the reader has been blocked in one read (0 when it is not).
+
+        A live source's reads time out on their own after ``stream_timeout_s``
+        (and its reader then reconnects): it counts only half as fast, so the
+        watchdog steps in only for a read that outlives its own timeout.
+        """
         since = self.reading_since
-        return now - since if since is not None and not self.finished else 0.0
+        if since is None or self.finished:
+            return 0.0
+        return (now - since) / (2 if self.live else 1)
+
+    def _attempts(self) -> str:
+        return (f"attempt {self._failures}, retrying forever" if self.max_reconnects is None
+                else f"attempt {self._failures} of {self.max_reconnects}")
+
+    def _out_of_attempts(self) -> bool:
+        return self._opener is None or (self.max_reconnects is not None
+                                        and self._failures > self.max_reconnects)
 
     def restart_stalled(self, waited_s: float) -> None:
         """The reader has hung in a read: leave it behind (it exits when the
@@ -230,15 +304,15 @@ class Stream:
         self.reading_since = None
         self._failures += 1
         message = f"no frame for {waited_s:.1f} s"
-        if self._opener is None or self._failures > self.max_reconnects:
+        if self._out_of_attempts():
             self._generation += 1  # the stuck reader exits when its read returns
             self._evict(message if self._opener is not None
                         else f"{message} (given as an open source: cannot reopen)")
             self.finished = True
             return
         self.metrics.reconnects += 1
-        self._event("reconnecting", f"{message}; reopening (attempt {self._failures} of "
-                    f"{self.max_reconnects})")
+        self._event("reconnecting", f"{message}; reopening ({self._attempts()}) once the "
+                    "stuck read lets go of the connection")
         self._spawn_reader(None)
 
     # ---- the reader thread ----------------------------------------------------------
@@ -246,13 +320,21 @@ class Stream:
     def _run(self, generation: int, source: Any) -> None:
         assert self._context is not None
         pool, targets, ids = self._context
+        connected = False
         try:
             while not self._stop.is_set() and generation == self._generation:
                 try:
+                    if not connected:
+                        connected = self._connect(generation)
+                        if not connected:
+                            return  # stopped, or left behind, while it waited
                     if source is None:
                         assert self._opener is not None
                         source = self._opener(self.spec)
-                    self._pump(pool, targets, ids, source, generation)
+                    if self.live:
+                        self._pump_live(source, generation)
+                    else:
+                        self._pump(pool, targets, ids, source, generation)
                     if not self._stop.is_set() and generation == self._generation:
                         self._event("ended", f"{self.metrics.frames_read} frames read")
                         self.metrics.state = "ended"
@@ -266,29 +348,146 @@ class Stream:
                     message = f"{type(exc).__name__}: {exc}"
                     close_quietly(source)
                     source = None
-                    if self._opener is None or self._failures > self.max_reconnects:
+                    if self._out_of_attempts():
                         self._evict(message if self._opener is not None
                                     else f"{message} (given as an open source: cannot reopen)")
                         return
                     self.metrics.reconnects += 1
-                    delay = min(self.reconnect_backoff_s * 2 ** (self._failures - 1), 30.0)
+                    delay = reconnect_delay(self.reconnect_backoff_s, self._failures)
                     self._event("reconnecting", f"{message}; reopening in {delay:.1f} s "
-                                f"(attempt {self._failures} of {self.max_reconnects})")
+                                f"({self._attempts()})")
                     if self._stop.wait(delay):
                         return
         finally:
             close_quietly(source)
+            if connected:
+                self._connection.release()
             if generation == self._generation:
                 self._waiting.clear()  # frames still waiting stay published: workers do them
+                if self._stop.is_set() or self.failure is not None:
+                    self._discard_pending()  # stopped or evicted: nothing more goes in
                 self.finished = True
+                if self._admission is not None:
+                    self._admission.nudge()  # its last pending frames may go now
+
+    def _connect(self, generation: int) -> bool:
+        """Wait until no older reader of this stream holds a connection.
+
+        A reader left behind in a hung read closes its source once the read
+        returns; the new one waits for that (never two connections to one
+        camera), and a wait past ``stream_timeout_s`` counts as a failed
+        attempt, like a read that gives nothing.
+        """
+        waited = 0.0
+        while not self._stop.is_set() and generation == self._generation:
+            if self._connection.acquire(timeout=min(0.1, self.stream_timeout_s)):
+                self._connection_owner = generation
+                return True
+            waited += 0.1
+            if waited >= self.stream_timeout_s:
+                raise TimeoutError(f"the previous connection did not close in "
+                                   f"{self.stream_timeout_s:g} s")
+        return False
+
+    def _pump_live(self, source: Any, generation: int) -> None:
+        """Drain a live source into pending frames until it ends or the stream stops."""
+        admission = self._admission
+        period_ns = int(1e9 / self.options.fps) if self.options.fps else 0
+        next_due = 0
+        on_this_connection = 0
+        while not self._stop.is_set():
+            if self.options.max_frames is not None and self.issued >= self.options.max_frames:
+                return
+            self.reading_since = time.monotonic()
+            try:
+                grabbed = source.grab_frame()
+            finally:
+                self.reading_since = None
+            if generation != self._generation:
+                return  # left behind while it read
+            if grabbed is None:
+                return
+            self.metrics.frames_read += 1
+            on_this_connection += 1
+            if on_this_connection > 1:
+                # Not on the first: that one was read as the source opened,
+                # and a camera that has ended may still hand out its last
+                # frame to each new connection: that is no recovery.
+                self._failures = 0
+            if period_ns:  # the FPS cap: a live camera is thinned, never slowed down
+                if grabbed.capture_ns < next_due:
+                    continue
+                next_due = max(next_due + period_ns, grabbed.capture_ns - period_ns // 2)
+            self._offer(admission, grabbed)
+
+    def _offer(self, admission: Any, grabbed: Any) -> None:
+        """Leave a grabbed frame pending, as the stream's policy says."""
+        policy = self.options.policy
+        limit = 1 if policy == "latest" else PENDING_LIMIT
+        with admission.lock:
+            if policy == "block":
+                while len(self.pending) >= limit:
+                    if self._stop.is_set():
+                        raise _Stopped
+                    self.metrics.buffer_full_waits += 1
+                    admission.lock.wait(SLOT_WAIT_S)
+            elif policy == "drop-newest" and len(self.pending) >= limit:
+                self._gap(self._next_id(), "dropped")
+                self.metrics.decodes_skipped += 1
+                return
+            while len(self.pending) >= limit:  # latest, drop-oldest: the oldest go, undecoded
+                old_id, _ = self.pending.popleft()
+                self._gap(old_id, "dropped")
+                self.metrics.decodes_skipped += 1
+            self.pending.append((self._next_id(), grabbed))
+            admission.lock.notify()
+
+    def _discard_pending(self) -> None:
+        admission = self._admission
+        if admission is None:
+            return
+        with admission.lock:
+            while self.pending:
+                old_id, _ = self.pending.popleft()
+                self._gap(old_id, "dropped")
+                self.metrics.decodes_skipped += 1
+
+    def serve_grabbed(self, pool: Any, targets: Targets, ids: Iterator[int], stream_frame_id: int,
+                      grabbed: Any) -> None:
+        """The admission thread's part: decode a pending frame into a free
+        slot and publish it (a frame that cannot be decoded is a failed gap)."""
+        table = pool.table
+        try:
+            slot = int(table.acquire_free(timeout=SLOT_WAIT_S))
+        except TimeoutError:  # files took every slot meanwhile: this frame is lost
+            self._gap(stream_frame_id, "dropped")
+            return
+        try:
+            height, width = int(grabbed.shape[0]), int(grabbed.shape[1])
+            max_h, max_w, _ = pool.max_frame_shape
+            if height > max_h or width > max_w:
+                raise ValueError(f"frames are {width}x{height}, larger than the pipeline's slots "
+                                 f"({max_w}x{max_h}): pass max_frame_shape=(H, W, 3) big enough "
+                                 "for every stream")
+            image = pool.frames.image(slot, height, width)
+            grabbed.write_into(image)
+            if grabbed.needs_decode:
+                self.metrics.frames_decoded += 1
+            self._publish_slot(pool, targets, ids, stream_frame_id, slot, image, height, width,
+                               grabbed.capture_ns, next(ids))
+        except BaseException as error:
+            _abort_quietly(table, slot)
+            self._gap(stream_frame_id, "failed")
+            log.warning("stream %s: frame %d failed: %s", redact(self.name), stream_frame_id,
+                        redact(str(error)))
 
     def _evict(self, message: str) -> None:
         self.metrics.state = "evicted"
         self.failure = self._event("evicted", message)
-        log.warning("stream %s evicted: %s", self.name, message)
+        log.warning("stream %s evicted: %s", redact(self.name), redact(message))
 
     def _event(self, kind: str, message: str) -> StreamEvent:
-        event = StreamEvent(self.name, kind, message)
+        event = StreamEvent(self.name, kind, redact(message))  # events leave the process
         self.events.append(event)
         return event
 
@@ -434,17 +633,6 @@ class Stream:
 
     def _publish_as(self, pool: Any, targets: Targets, ids: Iterator[int], stream_frame_id: int,
                     slot: int, image: np.ndarray, height: int, width: int, capture_ns: int) -> None:
-        header = pool.frames.headers[slot]
-        header["stream"] = self.index
-        header["height"] = height
-        header["width"] = width
-        header["stream_frame_id"] = stream_frame_id
-        header["t_capture_ns"] = capture_ns
-        max_age = self.options.max_age_ms
-        header["deadline_ns"] = capture_ns + int(max_age * 1e6) if max_age else 0
-        header["attempts"] = 0
-        if self.keep_frames:
-            self.kept[stream_frame_id] = image.copy()
         frame_id, self._place = self._place, None
         if self.options.policy == "latest":
             # Only the freshest frame waits: the older ones nobody took yet
@@ -458,15 +646,59 @@ class Stream:
                     self._gap(old_id, "dropped")
                     pool.table.abort(old_slot)
                     frame_id = old_frame_id if frame_id is None else min(frame_id, old_frame_id)
+        elif self._waiting:
+            self._forget_claimed(pool.table)
         if frame_id is None:
             frame_id = next(ids)
-        generation = pool.table.publish(slot, frame_id, targets.next_target(frame_id))
-        self.metrics.frames_published += 1
+        generation = self._publish_slot(pool, targets, ids, stream_frame_id, slot, image, height,
+                                        width, capture_ns, frame_id)
         if self.options.policy in ("drop-oldest", "latest"):
             # With its generation: a frame claimed by a worker that died after
             # putting its result is READY again with a newer one, and must not
             # be dropped (it has a result).
             self._waiting.append((slot, frame_id, stream_frame_id, generation))
+
+    def _forget_claimed(self, table: Any) -> None:
+        """drop-oldest: forget the frames workers have taken (claims go oldest
+        first), so that ``_waiting`` never holds more than the slots do."""
+        from aip._core.slot_table import READY
+
+        while self._waiting:
+            slot, frame_id, _, _ = self._waiting[0]
+            if table.state(slot) == READY and table.frame_id(slot) == frame_id:
+                break
+            self._waiting.popleft()
+        while len(self._waiting) > table.n_slots:
+            self._waiting.popleft()
+
+    def _publish_slot(self, pool: Any, targets: Targets, ids: Iterator[int], stream_frame_id: int,
+                      slot: int, image: np.ndarray, height: int, width: int, capture_ns: int,
+                      frame_id: int) -> int:
+        """Write the frame's header and publish it as ``frame_id``; its generation."""
+        now = time.perf_counter_ns()
+        if not now - CLOCK_SKEW_LIMIT_NS <= capture_ns <= now:
+            # Stamped with another clock (a caller's time.time_ns()) or in
+            # the future: its latency and deadline would be nonsense.
+            capture_ns = now
+            self.metrics.clock_clamped += 1
+            if self.metrics.clock_clamped == 1:
+                log.warning("stream %s: capture times are not time.perf_counter_ns() stamps (one "
+                            "was %.1f s off): timing frames from when they were read instead",
+                            redact(self.name), (capture_ns - now) / 1e9)
+        header = pool.frames.headers[slot]
+        header["stream"] = self.index
+        header["height"] = height
+        header["width"] = width
+        header["stream_frame_id"] = stream_frame_id
+        header["t_capture_ns"] = capture_ns
+        max_age = self.options.max_age_ms
+        header["deadline_ns"] = capture_ns + int(max_age * 1e6) if max_age else 0
+        header["attempts"] = 0
+        if self.keep_frames:
+            self.kept[stream_frame_id] = image.copy()
+        generation = int(pool.table.publish(slot, frame_id, targets.next_target(frame_id)))
+        self.metrics.frames_published += 1
+        return generation
 
     def _next_id(self) -> int:
         stream_frame_id = self.issued
