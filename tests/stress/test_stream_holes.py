@@ -664,3 +664,37 @@ def test_a_new_reader_waits_for_a_hung_reader_to_let_go_of_the_connection(
     assert_in_order(out, stream.issued)
     assert sum(isinstance(r, FrameResult) for r in out) >= 30
     assert_no_children_left()
+
+
+def test_a_live_stream_builds_no_backlog_after_its_camera_stops() -> None:
+    """Overloaded cameras under the default policy: once a camera has sent
+    its last frame, at most the frames already pending or in a worker's
+    hands are still to come (no queue of stale frames in a socket, a
+    decoder or the slots); and the last result is its last frame."""
+    pytest.importorskip("cv2")
+    from aip.bench.mjpeg import MjpegCameras, read_stamp
+
+    count, frames_sent = 6, 40
+    # 6 cameras x 10 FPS = 60 frames/s offered; 2 workers of 50 ms do 40.
+    with MjpegCameras(count, fps=10, frames=frames_sent, lifetime_s=120) as cameras, \
+            Pipeline([sim(0.05), sim(0.05)], mode="pull", keep_frames=True, max_reconnects=0,
+                     stream_timeout_s=2) as pipeline:
+        names = [pipeline.add_stream(url, name=f"cam{i}") for i, url in enumerate(cameras.urls)]
+        out: list[Any] = []
+        with pytest.raises(StreamError):  # each camera ends: gone, and evicted at once
+            for item in pipeline.run():
+                out.append(item)
+        for camera, name in enumerate(names):
+            delivered = []
+            for result in out:
+                if isinstance(result, FrameResult) and result.stream == name:
+                    stamp = read_stamp(result.frame)
+                    assert stamp is not None
+                    delivered.append((cameras.sent(camera, stamp, result.t_done_ns), result.t_done_ns))
+            assert delivered, name
+            (last_frame, _), _ = max(delivered)
+            last_sent_ns = cameras.sent(camera, frames_sent - 1, time.perf_counter_ns())[1]
+            after_last = sum(t_done > last_sent_ns for _, t_done in delivered)
+            assert last_frame >= frames_sent - 2, (name, last_frame)
+            assert after_last <= 3, (name, after_last)  # pending + in a worker's hands
+    assert_no_children_left()

@@ -364,8 +364,9 @@ class Stream:
                 self._connection.release()
             if generation == self._generation:
                 self._waiting.clear()  # frames still waiting stay published: workers do them
-                if self._stop.is_set() or self.failure is not None:
-                    self._discard_pending()  # stopped or evicted: nothing more goes in
+                if self._stop.is_set():
+                    self._discard_pending()  # stopped: nothing more goes in (an evicted
+                    # or ended stream's last frames were read well: they are served)
                 self.finished = True
                 if self._admission is not None:
                     self._admission.nudge()  # its last pending frames may go now
