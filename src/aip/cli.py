@@ -282,8 +282,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                                         zip(pipeline.labels, pipeline.specs)))
             if args.mode != "pull" and len(pipeline.specs) > 1:
                 calibration = pipeline.calibrate(frame, refresh=args.recalibrate)
+                how = ("cached, a probe confirmed it" if calibration.source == "cache"
+                       else "measured now" + (", not cached" if calibration.problems else ""))
                 say(f"weights {dict(zip(pipeline.labels, pipeline.weights))}, calibrated "
-                    f"together {calibration.ideal_fps:.1f} FPS")
+                    f"together {calibration.ideal_fps:.1f} FPS ({how})")
             names = default_stream_names(specs, per_stream)
             priorities = _priorities(args.priority or [], specs, names)
             for index, (spec, source) in enumerate(zip(specs, sources)):
@@ -502,8 +504,20 @@ def _policies_line(pipeline: Any, on_full: str | None) -> str:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from aip.calibrate import cached_entries, default_cache_path, format_result
     from aip.sources import open_source
 
+    if args.show:
+        path = default_cache_path()
+        entries = cached_entries(path)
+        if not entries:
+            print(f"no calibration cached in {path}")
+        for key, result in entries:
+            measured = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(result.timestamp))
+            size = "x".join(str(n) for n in reversed(key.get("input_size", [])))
+            print(f"model {key.get('model')}, {size} frames, measured {measured} on "
+                  f"{key.get('machine')}\n{format_result(result)}\n")
+        return 0
     with open_source(args.source) as source:
         first = next(iter(source), None)
     if first is None:
@@ -511,11 +525,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     frame = first[0] if isinstance(first, tuple) else first
     with start_pipeline(args, _frame_shape(frame)) as pipeline:
         result = pipeline.calibrate(frame, refresh=True, seconds=args.seconds)
-    print(f"{'backend':24}{'alone FPS':>12}{'together FPS':>14}{'weight':>8}")
-    for label, key in zip(pipeline.labels, result.together_fps):
-        print(f"{label:24}{result.alone_fps[key]:12.1f}{result.together_fps[key]:14.1f}"
-              f"{result.weights.get(key, 0):8d}")
-    print(f"ideal {result.ideal_fps:.1f} FPS; rounding error {result.rounding_error:.4f}")
+    print(format_result(result))
     return 0
 
 
@@ -614,6 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="where the representative frame comes from (as for run)")
     backend_options(calibrate)
     calibrate.add_argument("--seconds", type=float, default=3.0, help="per measurement phase")
+    calibrate.add_argument("--show", action="store_true",
+                           help="print what is cached and when it was measured; measure nothing")
     calibrate.set_defaults(handler=cmd_calibrate)
 
     export = commands.add_parser("export", help="export a model for runtimes (cached)")

@@ -5,6 +5,7 @@ import os
 import platform
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,7 +148,7 @@ def test_default_cache_path_is_resolved_at_call_time(monkeypatch: pytest.MonkeyP
 
 
 def run_calibrate(
-    bench: FakeBench, cache: Path, key: CalibrationKey | None = None, **kwargs: bool
+    bench: FakeBench, cache: Path, key: CalibrationKey | None = None, **kwargs: Any
 ) -> CalibrationResult:
     return calibrate(key or seed_key(), bench.measure_alone, bench.measure_together, path=cache, **kwargs)
 
@@ -188,3 +189,85 @@ def test_calibrate_rejects_a_together_measurement_of_other_backends(tmp_path: Pa
     with pytest.raises(ValueError, match="measure_together"):
         run_calibrate(bench, cache)
     assert not cache.exists()
+
+
+# ---- trust: probes, results not to cache, left-out backends -----------------------------------
+
+def test_a_cached_result_that_passes_its_probe_is_used(tmp_path: Path) -> None:
+    cache = tmp_path / "calibration.json"
+    bench = FakeBench(ALONE, TOGETHER)
+    first = run_calibrate(bench, cache)
+    probed = {name: fps * 1.2 for name, fps in TOGETHER.items()}  # within 25 %
+    again = run_calibrate(bench, cache, probe=lambda: probed)
+    assert again == first and again.source == "cache" and bench.together_calls == 1
+
+
+def test_a_cached_result_off_by_more_than_a_quarter_is_measured_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = tmp_path / "calibration.json"
+    run_calibrate(FakeBench(ALONE, TOGETHER), cache)
+    slower = FakeBench(ALONE, {**TOGETHER, "gpu": 5.0})
+    with caplog.at_level("WARNING", logger="aip.calibrate"):
+        again = run_calibrate(slower, cache, probe=lambda: dict(slower.together))
+    assert again.source == "measured" and again.together_fps["gpu"] == 5.0
+    assert "off by" in caplog.text and "measuring again" in caplog.text
+    assert load_cached(seed_key(), cache) == again
+
+
+def test_a_measurement_with_problems_serves_its_run_and_is_never_cached(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    from aip.calibrate import Together
+
+    cache = tmp_path / "calibration.json"
+    with caplog.at_level("WARNING", logger="aip.calibrate"):
+        result = calibrate(seed_key(), ALONE.__getitem__,
+                           lambda: Together({**TOGETHER, "cpu": 0.0}, problems=["cpu died"]),
+                           path=cache)
+    assert result.problems == ("cpu died",) and result.weights.get("cpu", 0) == 0
+    assert load_cached(seed_key(), cache) is None and "not cached" in caplog.text
+
+
+def test_left_out_backends_are_cached_with_their_reason(tmp_path: Path) -> None:
+    from aip.calibrate import Together, format_result
+
+    cache = tmp_path / "calibration.json"
+    result = calibrate(seed_key(), ALONE.__getitem__,
+                       lambda: Together({**TOGETHER, "cpu": 0.0}, left_out={"cpu": "slows the rest"}),
+                       path=cache)
+    cached = load_cached(seed_key(), cache)
+    assert cached == result and cached is not None and cached.left_out == {"cpu": "slows the rest"}
+    assert "left out: cpu: slows the rest" in format_result(cached)
+
+
+def test_an_entry_cached_before_the_trust_fields_still_loads(tmp_path: Path) -> None:
+    cache = tmp_path / "calibration.json"
+    result = run_calibrate(FakeBench(ALONE, TOGETHER), cache)
+    document = json.loads(cache.read_text())
+    for entry in document["entries"].values():
+        entry.pop("left_out")
+        entry.pop("problems")
+    cache.write_text(json.dumps(document))
+    assert load_cached(seed_key(), cache) == result
+
+
+def test_probe_error_is_the_worst_of_each_backend_and_the_total() -> None:
+    from aip.calibrate import probe_error
+
+    assert probe_error({"a": 10.0, "b": 10.0}, {"a": 10.0, "b": 10.0}) == 0
+    assert probe_error({"a": 10.0, "b": 10.0}, {"a": 10.0, "b": 5.0}) == pytest.approx(0.5)
+    assert probe_error({"a": 0.0, "b": 10.0}, {"a": 16.0, "b": 10.0}) >= 1.0  # a poisoned 0
+
+
+def test_calibrate_show_lists_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from aip.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["calibrate", "--show"]) == 0
+    assert "no calibration cached" in capsys.readouterr().out
+    store(seed_key(), weights_from_measurements(ALONE, TOGETHER), default_cache_path())
+    assert main(["calibrate", "--show"]) == 0
+    shown = capsys.readouterr().out
+    assert "model yolo11n.pt, 640x480 frames, measured" in shown and "ane" in shown

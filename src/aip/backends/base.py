@@ -42,7 +42,7 @@ _TORCH_OPTIONS = _COMMON_OPTIONS | {
 BACKEND_OPTIONS: dict[str, frozenset[str]] = {
     # model and imgsz are accepted and ignored: a sim worker stands in a spec list beside real ones
     "sim": _COMMON_OPTIONS | {"latency_s", "jitter_s", "slowdown_after", "slowdown_factor",
-                              "crash_on", "raise_on", "crash_after", "die_after_put_on"},
+                              "crash_on", "raise_on", "crash_after", "die_after_put_on", "busy"},
     "cpu": _TORCH_OPTIONS,
     "cuda": _TORCH_OPTIONS,
     "mps": _TORCH_OPTIONS,

@@ -4,7 +4,9 @@ For scheduler tests and studies only: it never stands in for a real backend
 in a claim. With ``batch=N`` a worker hands it one frame per batch: it
 takes one service time per call, an ideal batching device. ``latency_s`` is the service time; ``jitter_s`` adds a uniform
 random ±jitter; ``slowdown_after`` / ``slowdown_factor`` make it slow down
-after that many frames (the drift scenario). Fault injection, for the
+after that many frames (the drift scenario); ``busy`` spends the service
+time computing (CPU time, so a busy worker slows down when it shares a core,
+as a CPU backend does) instead of sleeping. Fault injection, for the
 failure-path tests: a frame whose first byte equals ``crash_on`` kills the
 worker process (as a segfault in a driver would), one whose first byte
 equals ``raise_on`` makes ``infer`` raise, ``crash_after`` kills it after
@@ -44,6 +46,7 @@ class SimBackend(Backend):
         self.die_after_put_on = (None if options.get("die_after_put_on") is None
                                  else int(options["die_after_put_on"]))
         self._last_first: int | None = None
+        self.busy = str(options.get("busy", False)).lower() in ("1", "true", "yes")
 
     @property
     def device(self) -> str:
@@ -74,7 +77,13 @@ class SimBackend(Backend):
             os.kill(os.getpid(), signal.SIGKILL)
         if first is not None and first == self.raise_on:
             raise RuntimeError(f"sim: frame starting with {first} (raise_on)")
-        time.sleep(self.service_time())
+        if self.busy:
+            spend = self.service_time()
+            started = time.thread_time()
+            while time.thread_time() - started < spend:
+                pass
+        else:
+            time.sleep(self.service_time())
         self._frames += 1
         return EMPTY_OUTPUT
 

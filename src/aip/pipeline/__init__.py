@@ -21,7 +21,6 @@ manager thread and the worker function apart in concurrent/futures:
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -32,10 +31,11 @@ from typing import Any
 import numpy as np
 
 from aip.backends.base import BackendSpec, BackendUnavailable, check_available
-from aip.calibrate import CalibrationKey, CalibrationResult, calibrate
+from aip.calibrate import CalibrationKey, CalibrationResult, calibrate, load_cached
 from aip.credentials import redact
 from aip.metrics import Metrics
 from aip.pipeline.admission import Admission
+from aip.pipeline.calibration import Calibrator, Measured
 from aip.pipeline.frames import check_frame_shape
 from aip.pipeline.loop import RunLoop
 from aip.pipeline.pool import WorkerError, WorkerPool, batch_of, default_slots
@@ -60,8 +60,9 @@ __all__ = [
     "POLICIES", "Pipeline", "StreamError", "StreamEvent", "WorkerError", "BackendUnavailable",
 ]
 
-# The internal stream calibration feeds (never a user's stream index).
-_CALIBRATION_STREAM = 0xFFFFFFFF
+# A cached calibration is checked with a together phase this long (seconds)
+# at start: long enough for a dozen frames per worker, short beside a run.
+PROBE_S = 1.0
 # status(): frames wait in slots and no result came for this long: stalled.
 # Longer than any one inference on a loaded machine; shorter than a person waits.
 STALLED_AFTER_S = 5.0
@@ -539,104 +540,66 @@ class Pipeline:
         refresh: bool = False,
         cache_path: Any = None,
         model: str | None = None,
+        probe_s: float | None = PROBE_S,
+        subset: bool = True,
     ) -> CalibrationResult:
         """Measure each backend alone and all together; set integer weights.
 
         Throughput is measured on ``frame`` (default: a random 640x480 frame,
         or the slots' shape), ``warmup_frames`` per worker first, then for
-        ``seconds`` per phase, through the same run loop as a real run. Weights
-        come from the together figures (the backends share memory bandwidth
-        and power in production too). The result is cached by model, backends,
-        input size and machine; pass ``refresh=True`` to measure again.
+        ``seconds`` per phase, through the same run loop as a real run.
+        Identical workers (one backend, one set of options) are measured
+        alone once. Weights come from the together figures (the backends
+        share memory bandwidth and power in production too); with
+        ``subset``, a worker whose presence lowers the total is left out of
+        the run (its process stops) and reported in ``left_out``.
+
+        The result is cached by model, backends, frame size and machine,
+        unless a worker died, restarted or measured far below its identical
+        peers (``problems``: then it serves this run only). A cached result
+        is checked with a probe of ``probe_s`` seconds (None: not checked)
+        and measured again when it is off by more than 25 %; ``refresh=True``
+        measures again regardless.
         """
+        from aip.calibrate import Together
+
         if frame is None:
             shape = self.pool.max_frame_shape or self.max_frame_shape or (480, 640, 3)
             frame = np.random.default_rng(self.seed).integers(0, 256, shape, dtype=np.uint8)
         self.start(frame.shape)
-        key = CalibrationKey(
-            model=model or _model_name(self.specs),
-            backends=frozenset(f"{label}={spec.options}" for label, spec in zip(self.labels, self.specs)),
-            input_size=(int(frame.shape[0]), int(frame.shape[1])),
-        )
-        by_label = {f"{label}={spec.options}": i for i, (label, spec) in enumerate(zip(self.labels, self.specs))}
-
-        def alone(name: str) -> float:
-            return self._throughput(frame, [by_label[name]], seconds, warmup_frames)[by_label[name]]
-
-        def together() -> dict[str, float]:
-            rates = self._throughput(frame, list(range(len(self.specs))), seconds, warmup_frames)
-            return {name: rates[i] for name, i in by_label.items()}
-
+        names = [f"{label}={spec.options}" for label, spec in zip(self.labels, self.specs)]
+        key = CalibrationKey(model=model or _model_name(self.specs), backends=frozenset(names),
+                             input_size=(int(frame.shape[0]), int(frame.shape[1])))
         path = Path(cache_path) if cache_path is not None else None
-        result = calibrate(key, alone, together, path=path, refresh=refresh)
+        calibrator = Calibrator(self.pool, self.labels, self._ids, self.stream_timeout_s)
+        measured: list[Measured] = []  # measured once, on the first call that needs it
+
+        def measure() -> Measured:
+            if not measured:
+                measured.append(calibrator.measure(frame, seconds, warmup_frames, subset=subset))
+            return measured[0]
+
+        def together() -> Together:
+            found = measure()
+            return Together({names[w]: fps for w, fps in found.together.items()},
+                            {names[w]: why for w, why in found.left_out.items()}, found.problems)
+
+        def probe() -> dict[str, float]:
+            cached = load_cached(key, path)
+            skip = set(cached.left_out) if cached is not None else set()
+            workers = [i for i, name in enumerate(names)
+                       if name not in skip and self.pool.workers[i].alive]
+            rates = calibrator.probe(frame, probe_s or 0.0, warmup_frames, workers)
+            return {names[w]: fps for w, fps in rates.items()}
+
+        result = calibrate(key, lambda name: measure().alone[names.index(name)], together,
+                           path=path, refresh=refresh, probe=probe if probe_s else None)
         self.calibration = result
-        self.weights = [max(int(result.weights.get(name, 0)), 0) for name in by_label]
+        self.weights = [max(int(result.weights.get(name, 0)), 0) for name in names]
+        for index, name in enumerate(names):
+            if name in result.left_out:
+                self.pool.retire(index, result.left_out[name])
         return result
-
-    def _throughput(self, frame: np.ndarray, workers: list[int], seconds: float,
-                    warmup_frames: int) -> dict[int, float]:
-        """Frames/s of each of ``workers`` kept busy together (pull among them),
-        fed by a stream that repeats ``frame``, through the run loop."""
-        alive = [w for w in workers if self.pool.workers[w].alive]
-        targets = Targets(_CalibrationSchedule(alive))
-        stream = Stream("calibration", _CALIBRATION_STREAM, itertools.repeat(frame),
-                        StreamOptions(policy="block"), spec=None, opener=None,
-                        first=(frame, time.perf_counter_ns()), keep_frames=False,
-                        max_reconnects=0, reconnect_backoff_s=0.0)
-        counts = dict.fromkeys(workers, 0)
-        warm = dict.fromkeys(alive, 0)
-        started_ns = 0
-        # A worker may die (or never answer) during a phase: the phase ends by
-        # this deadline anyway, without it, and says so.
-        deadline = time.monotonic() + seconds + self.pool.stall_timeout_s
-
-        def phase_over() -> bool:
-            for worker in list(warm):
-                if not self.pool.workers[worker].alive:
-                    log.warning("worker %s died during calibration: it is measured at 0 FPS",
-                                self.labels[worker])
-                    del warm[worker]
-            if not warm or time.monotonic() > deadline:
-                return True
-            return bool(started_ns) and time.perf_counter_ns() - started_ns >= seconds * 1e9
-
-        loop = RunLoop(self.pool, {stream.index: stream}, targets, Metrics(),
-                       stream_timeout_s=self.stream_timeout_s, on_event=lambda event: None,
-                       stop_when=phase_over)
-        stream.start(self.pool, targets, self._ids)
-        try:
-            for result in loop.results():
-                if not isinstance(result, FrameResult) or result.worker not in warm:
-                    continue
-                if warm[result.worker] < warmup_frames:
-                    warm[result.worker] += 1
-                    if not started_ns and min(warm.values()) >= warmup_frames:
-                        started_ns = time.perf_counter_ns()
-                elif started_ns and result.t_infer_end_ns > started_ns:
-                    counts[result.worker] += 1
-        finally:
-            elapsed = (time.perf_counter_ns() - started_ns) / 1e9 if started_ns else 0.0
-            loop.finish()
-        return {worker: count / elapsed if elapsed > 0 and worker in warm else 0.0
-                for worker, count in counts.items()}
-
-
-class _CalibrationSchedule:
-    """A scheduler for calibration: one worker alone, or any of several."""
-
-    def __init__(self, workers: list[int]) -> None:
-        from aip.ring import ANY_WORKER
-
-        self._target = workers[0] if len(workers) == 1 else ANY_WORKER
-
-    def next_hint(self, frame_id: int) -> int:
-        return int(self._target)
-
-    def observe(self, backend: int, service_time_s: float) -> None:
-        pass
-
-    def mark_dead(self, backend: int) -> None:
-        pass
 
 
 def _model_name(specs: Sequence[BackendSpec]) -> str:

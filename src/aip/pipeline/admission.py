@@ -34,11 +34,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from aip.pipeline.streams import Stream
+    from aip.pipeline.pool import WorkerPool
+    from aip.pipeline.streams import Stream, Targets
 
 log = logging.getLogger("aip.pipeline")
 
@@ -67,7 +68,8 @@ IDLE_S = 0.1
 class Admission:
     """The admission thread of one run, and the lock every pending frame is under."""
 
-    def __init__(self, pool: Any, targets: Any, ids: Any, in_flight_target: Callable[[], int]) -> None:
+    def __init__(self, pool: WorkerPool, targets: Targets, ids: Iterator[int],
+                 in_flight_target: Callable[[], int]) -> None:
         self.pool = pool
         self.targets = targets
         self.ids = ids

@@ -20,13 +20,16 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aip.pipeline.admission import Admission
 
 from aip.metrics import Metrics, StreamMetrics
 from aip.pipeline.streams import Targets, Stream, StreamEvent
 from aip.reorder import DuplicateFrameError, Gap
 from aip.results import FrameResult
-from aip.pipeline.pool import FailedFrame
+from aip.pipeline.pool import FailedFrame, WorkerPool
 from aip.worker import RESULT_FAILED, RESULT_LATE
 
 # Longest the loop sleeps waiting for results before it looks at the
@@ -48,7 +51,7 @@ class RunLoop:
 
     def __init__(
         self,
-        pool: Any,
+        pool: WorkerPool,
         streams: dict[int, Stream],
         targets: Targets,
         metrics: Metrics,
@@ -58,7 +61,7 @@ class RunLoop:
         keep_running: Callable[[], bool] = lambda: False,
         stop_when: Callable[[], bool] = lambda: False,
         weight_of: Callable[[int], int] = lambda worker: 1,
-        admission: Any = None,
+        admission: Admission | None = None,
     ) -> None:
         self.pool = pool
         self.streams = streams
@@ -199,6 +202,7 @@ class RunLoop:
     def _streams_in_slots(self) -> set[int]:
         """Streams with a frame in a slot: published, in a worker's hands, or being written."""
         table, frames = self.pool.table, self.pool.frames
+        assert frames is not None  # a started pool's
         return {int(frames.headers[slot]["stream"][0]) for slot in range(table.n_slots)
                 if table.state(slot) != 0}
 

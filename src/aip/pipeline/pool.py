@@ -57,6 +57,7 @@ class Worker:
     restarts: deque[float] = field(default_factory=deque)  # monotonic times, last minute
     restart_at: float | None = None  # a restart is due then
     starting: bool = False  # restarted, not ready yet
+    retired: bool = False  # left out by the calibration: stopped, never restarted
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,21 @@ class WorkerPool:
 
     def alive(self) -> list[int]:
         return [w.index for w in self.workers if w.alive]
+
+    def retire(self, index: int, reason: str) -> None:
+        """Stop a worker for good (the calibration found that the others do
+        more without it): it takes no frame, its cores go to the rest."""
+        from aip.ring import ANY_WORKER
+
+        worker = self.workers[index]
+        if worker.retired:
+            return
+        worker.retired, worker.alive, worker.restart_at = True, False, None
+        log.warning("worker %s left out: %s", worker.label, reason)
+        worker.process.kill()
+        worker.process.join(timeout=5)
+        self.table.reclaim(index, ANY_WORKER)  # a frame it held goes to the others
+        self.table.retarget(index, ANY_WORKER)
 
     def start(self, max_frame_shape: tuple[int, int, int]) -> None:
         """Create the shared memory for frames up to ``max_frame_shape`` and
@@ -270,7 +286,7 @@ class WorkerPool:
         self._drain_events(on_failed, on_back)
         now = time.monotonic()
         for worker in self.workers:
-            if worker.process.is_alive():
+            if worker.retired or worker.process.is_alive():
                 continue
             if worker.alive or worker.starting:
                 was_alive, worker.alive, worker.starting = worker.alive, False, False

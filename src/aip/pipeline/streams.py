@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -56,6 +56,12 @@ from aip.reorder import ReorderBuffer
 from aip.results import FrameResult
 from aip.scheduler import NoLiveBackendError
 from aip.sources import close_quietly
+
+if TYPE_CHECKING:
+    from aip.pipeline.admission import Admission
+    from aip.pipeline.pool import WorkerPool
+    from aip.scheduler import Scheduler
+    from aip.sources import GrabbedFrame
 
 log = logging.getLogger("aip.pipeline")
 
@@ -119,7 +125,7 @@ class StreamOptions:
 class Targets:
     """The scheduler, shared by every reader thread (it is not thread-safe)."""
 
-    def __init__(self, scheduler: Any) -> None:
+    def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
         self._lock = threading.Lock()
 
@@ -220,8 +226,8 @@ class Stream:
         self._thread: threading.Thread | None = None
         self._generation = 0  # of the current reader thread; a stuck one is left behind
         self._failures = 0  # in a row: a frame read resets it
-        self._context: tuple[Any, Targets, Iterator[int]] | None = None
-        self._admission: Any = None  # of the run, for a live stream
+        self._context: tuple[WorkerPool, Targets, Iterator[int]] | None = None
+        self._admission: Admission | None = None  # of the run, for a live stream
         # Published frames that may still wait: (slot, frame id, stream id, generation).
         self._waiting: deque[tuple[int, int, int, int]] = deque()
         self._place: int | None = None  # latest: the claim-order place a new frame inherits
@@ -236,7 +242,8 @@ class Stream:
 
     # ---- control (from the loop's thread) ---------------------------------------
 
-    def start(self, pool: Any, targets: Targets, ids: Iterator[int], admission: Any = None) -> None:
+    def start(self, pool: WorkerPool, targets: Targets, ids: Iterator[int],
+              admission: Admission | None = None) -> None:
         self._context = (pool, targets, ids)
         if self.live:
             if admission is None:
@@ -393,6 +400,7 @@ class Stream:
     def _pump_live(self, source: Any, generation: int) -> None:
         """Drain a live source into pending frames until it ends or the stream stops."""
         admission = self._admission
+        assert admission is not None  # start() gave a live stream the run's
         period_ns = int(1e9 / self.options.fps) if self.options.fps else 0
         next_due = 0
         on_this_connection = 0
@@ -421,7 +429,7 @@ class Stream:
                 next_due = max(next_due + period_ns, grabbed.capture_ns - period_ns // 2)
             self._offer(admission, grabbed)
 
-    def _offer(self, admission: Any, grabbed: Any) -> None:
+    def _offer(self, admission: Admission, grabbed: GrabbedFrame) -> None:
         """Leave a grabbed frame pending, as the stream's policy says."""
         policy = self.options.policy
         limit = 1 if policy == "latest" else PENDING_LIMIT
@@ -453,8 +461,8 @@ class Stream:
                 self._gap(old_id, "dropped")
                 self.metrics.decodes_skipped += 1
 
-    def serve_grabbed(self, pool: Any, targets: Targets, ids: Iterator[int], stream_frame_id: int,
-                      grabbed: Any) -> None:
+    def serve_grabbed(self, pool: WorkerPool, targets: Targets, ids: Iterator[int], stream_frame_id: int,
+                      grabbed: GrabbedFrame) -> None:
         """The admission thread's part: decode a pending frame into a free
         slot and publish it (a frame that cannot be decoded is a failed gap)."""
         table = pool.table
@@ -465,6 +473,7 @@ class Stream:
             return
         try:
             height, width = int(grabbed.shape[0]), int(grabbed.shape[1])
+            assert pool.max_frame_shape is not None and pool.frames is not None  # started
             max_h, max_w, _ = pool.max_frame_shape
             if height > max_h or width > max_w:
                 raise ValueError(f"frames are {width}x{height}, larger than the pipeline's slots "
@@ -492,10 +501,11 @@ class Stream:
         self.events.append(event)
         return event
 
-    def _pump(self, pool: Any, targets: Targets, ids: Iterator[int], source: Any, generation: int) -> None:
+    def _pump(self, pool: WorkerPool, targets: Targets, ids: Iterator[int], source: Any, generation: int) -> None:
         """Read frames until the source ends, the stream stops or max_frames."""
         frames = pool.frames
         table = pool.table
+        assert frames is not None and pool.max_frame_shape is not None  # a started pool's
         max_h, max_w, _ = pool.max_frame_shape
         read_into = getattr(source, "read_into", None)
         iterator = None if read_into is not None else _frames_of(source)
@@ -622,7 +632,7 @@ class Stream:
                 return slot
         return None
 
-    def _publish(self, pool: Any, targets: Targets, ids: Iterator[int], slot: int, image: np.ndarray,
+    def _publish(self, pool: WorkerPool, targets: Targets, ids: Iterator[int], slot: int, image: np.ndarray,
                  height: int, width: int, capture_ns: int) -> None:
         stream_frame_id = self._next_id()
         try:
@@ -632,7 +642,7 @@ class Stream:
             self._gap(stream_frame_id, "failed")  # every id issued comes out, as a result or a gap
             raise
 
-    def _publish_as(self, pool: Any, targets: Targets, ids: Iterator[int], stream_frame_id: int,
+    def _publish_as(self, pool: WorkerPool, targets: Targets, ids: Iterator[int], stream_frame_id: int,
                     slot: int, image: np.ndarray, height: int, width: int, capture_ns: int) -> None:
         frame_id, self._place = self._place, None
         if self.options.policy == "latest":
@@ -672,7 +682,7 @@ class Stream:
         while len(self._waiting) > table.n_slots:
             self._waiting.popleft()
 
-    def _publish_slot(self, pool: Any, targets: Targets, ids: Iterator[int], stream_frame_id: int,
+    def _publish_slot(self, pool: WorkerPool, targets: Targets, ids: Iterator[int], stream_frame_id: int,
                       slot: int, image: np.ndarray, height: int, width: int, capture_ns: int,
                       frame_id: int) -> int:
         """Write the frame's header and publish it as ``frame_id``; its generation."""
@@ -686,6 +696,7 @@ class Stream:
                 log.warning("stream %s: capture times are not time.perf_counter_ns() stamps (one "
                             "was %.1f s off): timing frames from when they were read instead",
                             redact(self.name), (capture_ns - now) / 1e9)
+        assert pool.frames is not None  # a started pool's
         header = pool.frames.headers[slot]
         header["stream"] = self.index
         header["height"] = height
