@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aip.backends.base import REGISTRY, BackendSpec, BackendUnavailable, check_available, prepare
+from aip.backends.base import (
+    REGISTRY,
+    BackendSpec,
+    BackendUnavailable,
+    check_available,
+    prepare,
+    usable_cores,
+)
 from aip.config import fraction, nonnegative_int, positive_float, positive_int
 from aip.credentials import install_log_redaction, redact, stream_name
 from aip.errors import AipError, SourceError, exit_code, exit_codes_help
@@ -97,12 +104,23 @@ def rect_imgsz(frame_hw: tuple[int, int], long_side: int = 640, stride: int = 32
 
 def default_specs(options: dict[str, Any], cores: int,
                   skip: Mapping[str, str] | None = None) -> list[BackendSpec]:
-    """One worker per accelerator here, one single-threaded CPU worker per core left.
+    """One worker per accelerator here (every visible NVIDIA GPU), one
+    single-threaded CPU worker per usable core left.
 
     ``skip`` maps backends to leave out (they failed to load) to why.
     """
     reasons = {**available_backends(), **(skip or {})}
-    specs = [BackendSpec(name, dict(options)) for name in ACCELERATORS if reasons.get(name) is None]
+    specs = []
+    for name in ACCELERATORS:
+        if reasons.get(name) is not None:
+            continue
+        if name == "cuda":
+            from aip.backends.torch_backend import cuda_device_count
+
+            specs += [BackendSpec(name, {**options, "device": index})
+                      for index in range(max(1, cuda_device_count()))]
+        else:
+            specs.append(BackendSpec(name, dict(options)))
     cpu_name = next((name for name in CPU_BACKENDS if reasons.get(name) is None), None)
     if cpu_name is not None:
         # One thread per worker, ONNX Runtime's spin-waiting off: workers
@@ -137,7 +155,7 @@ def start_pipeline(args: argparse.Namespace, frame_shape: tuple[int, int, int],
     skipped: dict[str, str] = {}
     prepared: dict[str, BackendSpec] = {}  # one export per distinct spec, not one per worker
     while True:
-        specs = default_specs(options, os.cpu_count() or 1, skipped)
+        specs = default_specs(options, usable_cores(), skipped)
         ready: list[BackendSpec] = []
         for spec in specs:
             key = f"{spec.name}:{sorted(spec.options.items())}"
@@ -266,7 +284,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         target_fps = args.fps
         with start_pipeline(args, shapes[0], mode=args.mode, target_fps=target_fps,
                             on_full=args.on_full, max_age_ms=args.max_age_ms,
-                            max_frame_shape=largest, stream_timeout_s=args.stream_timeout,
+                            latency_budget_ms=args.latency_budget_ms, max_frame_shape=largest, stream_timeout_s=args.stream_timeout,
                             max_reconnects=None if args.reconnect_forever else args.max_reconnects,
                             restart_workers=args.restart_workers,
                             conf=args.conf, iou=args.iou, keep_frames=bool(args.video)) as pipeline:
@@ -559,7 +577,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="FILE",
                      help="read these flags from a TOML file (see the README); flags given here win")
     backend_options(run)
-    run.add_argument("--mode", choices=("static", "adaptive", "pull"), default="static")
+    run.add_argument("--mode", choices=("static", "adaptive", "pull"), default="adaptive",
+                     help="static: the calibrated weighted cycle; adaptive (default): that "
+                     "cycle, re-weighted from measured service times (a slowed or restarted "
+                     "worker is measured again); pull: any idle worker takes the next frame")
     run.add_argument("--fps", type=positive_float, help="pace input to this many frames per second")
     run.add_argument("--realtime", action="store_true", help="pace each stream to its source's own rate")
     run.add_argument("--on-full", choices=POLICIES, default=None,
@@ -569,6 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--priority", action="append", metavar="STREAM=W",
                      help="a stream's share of the workers under overload against the others' "
                      "(default 1; STREAM is its name, its source or its position from 0); repeat")
+    run.add_argument("--latency-budget-ms", type=positive_float, metavar="MS",
+                     help="capture -> result: a frame goes only to a worker predicted to finish "
+                     "it in time; one that none can is skipped (late) before inference")
     run.add_argument("--max-age-ms", type=positive_float, metavar="MS",
                      help="skip (count as late) a frame older than this when a worker would take it")
     run.add_argument("--restart-workers", action="store_true",

@@ -14,6 +14,7 @@ may also come as tables, with options of their own::
     max_age_ms = 200
     frames = 1000
     priority = 2             # twice the share of a priority-1 stream under overload
+    latency_budget_ms = 100  # capture -> result; a frame no worker can make it in: late
 
 and backends as tables: ``[[backends]]`` with ``name = "onnx"`` and the
 backend's options (``threads = 1``).
@@ -44,7 +45,8 @@ ALIASES = {"backends": "backend", "source": "sources"}
 NOT_IN_FILE = frozenset({"config", "help"})
 # Options of one stream table -> Pipeline.add_stream's keyword.
 STREAM_KEYS = {"source": "source", "name": "name", "fps": "fps", "policy": "policy",
-               "max_age_ms": "max_age_ms", "frames": "max_frames", "priority": "priority"}
+               "max_age_ms": "max_age_ms", "frames": "max_frames", "priority": "priority",
+               "latency_budget_ms": "latency_budget_ms"}
 
 
 # ---- value types shared by the flags and the file ------------------------------------------

@@ -365,6 +365,14 @@ class AdaptiveScheduler(_CycleScheduler):
         self._stalled.pop(backend, None)
         super().mark_dead(backend)
 
+    def revive(self, backend: int, weight: int) -> None:
+        """A restarted backend is measured again from scratch: it runs at
+        ``weight`` until it has ``min_samples`` fresh service times, then the
+        cycle follows what it measures now, not what it measured before."""
+        self._ewma_time.pop(backend, None)
+        self._samples.pop(backend, None)
+        super().revive(backend, weight)
+
     def _set_weights(self, weights: dict[int, int], *, count_rebuild: bool = True) -> None:
         super()._set_weights(weights, count_rebuild=count_rebuild)
         total = sum(weights.values())

@@ -125,3 +125,41 @@ def test_a_worker_that_slows_the_others_is_left_out(tmp_path: Path) -> None:
         assert not pipeline.pool.workers[2].process.is_alive()
         assert workers_used(pipeline, 100) == {"sim#0", "sim#1"}
     assert mp.active_children() == []
+
+
+@pytest.mark.parametrize("mode", ["static", "pull"])
+def test_a_latency_budget_keeps_frames_off_a_worker_that_cannot_make_it(tmp_path: Path,
+                                                                       mode: str) -> None:
+    """A 5 ms and a 100 ms worker, a 50 ms budget, more frames than the fast
+    one can do: the slow one gets none (it never finishes in time), and the
+    frames nobody can finish in time are late gaps, not results."""
+    from aip.reorder import Gap
+
+    specs = [sim(0.005), sim(0.1)]
+    frame = np.zeros(SMALL, np.uint8)
+    with Pipeline(specs, mode=mode, latency_budget_ms=50) as pipeline:
+        pipeline.calibrate(frame, seconds=0.6, cache_path=tmp_path / "cal.json", subset=False)
+        pipeline.add_stream((frame for _ in range(900)), name="s", fps=300, policy="drop-oldest")
+        out = list(pipeline.run())
+    results = [r for r in out if isinstance(r, FrameResult)]
+    late = [g for g in out if isinstance(g, Gap) and g.reason == "late"]
+    assert len(out) == 900 and results and late
+    assert {r.backend for r in results} == {"sim#0"}
+    assert pipeline.metrics.frames_late == len(late)
+    # Without a budget the slow worker gets its share: the budget is what kept it off.
+    with Pipeline(specs, mode="pull") as pipeline:
+        pipeline.add_stream((frame for _ in range(300)), name="s", fps=300, policy="drop-oldest")
+        assert {r.backend for r in pipeline.run() if isinstance(r, FrameResult)} == {"sim#0", "sim#1"}
+    assert mp.active_children() == []
+
+
+def test_a_stream_budget_overrides_the_pipelines(tmp_path: Path) -> None:
+    frame = np.zeros(SMALL, np.uint8)
+    with Pipeline([sim(0.005)], latency_budget_ms=1000) as pipeline:
+        pipeline.add_stream([frame] * 5, name="tight", latency_budget_ms=0.001)
+        pipeline.add_stream([frame] * 5, name="loose")
+        out = list(pipeline.run())
+    tight = [r for r in out if r.stream == "tight"]
+    loose = [r for r in out if r.stream == "loose"]
+    assert len(tight) == 5 and not any(isinstance(r, FrameResult) for r in tight)
+    assert len(loose) == 5 and all(isinstance(r, FrameResult) for r in loose)

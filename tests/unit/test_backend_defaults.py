@@ -40,6 +40,26 @@ def test_default_specs_leave_out_what_failed_and_give_its_core_to_the_cpu(
         cli.default_specs({}, 4, skipped)
 
 
+def test_every_visible_gpu_is_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aip.backends import torch_backend
+
+    monkeypatch.setattr(cli, "available_backends", lambda: {**EVERYTHING_RUNS, "cuda": None,
+                                                           "mps": "not a Mac", "coreml": "not a Mac"})
+    monkeypatch.setattr(torch_backend, "cuda_device_count", lambda: 3)
+    specs = cli.default_specs({}, cores=4)
+    assert [(s.name, s.options.get("device")) for s in specs] == [
+        ("cuda", 0), ("cuda", 1), ("cuda", 2), ("onnx", None)]
+
+
+def test_usable_cores_follow_the_affinity() -> None:
+    import os
+
+    from aip.backends.base import usable_cores
+
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert 1 <= usable_cores() <= (allowed or 1)
+
+
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> ModelSource:
     pytest.importorskip("torch")

@@ -378,3 +378,20 @@ def test_make_scheduler_passes_adaptive_tuning() -> None:
 def test_make_scheduler_lists_the_modes_for_an_unknown_one() -> None:
     with pytest.raises(ValueError, match=r"'dynamic'.*static, adaptive, pull"):
         make_scheduler("dynamic", [1])
+
+
+def test_adaptive_measures_a_revived_backend_again() -> None:
+    """A restarted worker is not trusted at its old speed: its old samples go,
+    it runs at the weight it is revived with until it has fresh ones."""
+    scheduler = AdaptiveScheduler({0: 1, 1: 1}, min_samples=3)
+    for _ in range(10):
+        scheduler.observe(0, 0.01)
+        scheduler.observe(1, 0.01)
+    scheduler.mark_dead(1)
+    scheduler.revive(1, 1)
+    assert 1 not in scheduler.service_rates and scheduler.weights == {0: 1, 1: 1}
+    for _ in range(3):
+        scheduler.observe(1, 0.04)  # it came back 4x slower
+    assert scheduler.service_rates[1] == pytest.approx(25.0)
+    weights = scheduler.weights
+    assert weights[0] > weights[1]

@@ -137,6 +137,21 @@ class Backend(ABC):
         """Free the runtime's resources."""
 
 
+def usable_cores() -> int:
+    """Cores this process may use: its CPU affinity, and the cgroup's CPU
+    quota where one is set (a container's ``--cpus``), not the machine's count."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max", encoding="ascii").read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # cgroup v1, or none: the affinity is the limit
+    return max(1, cores)
+
+
 def backend_class(name: str) -> type[Backend]:
     """The Backend subclass registered as ``name``."""
     if name not in REGISTRY:

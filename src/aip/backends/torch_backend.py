@@ -298,6 +298,13 @@ class _CudaRunner:
         return result
 
 
+def cuda_device_count() -> int:
+    """NVIDIA GPUs torch sees here (CUDA_VISIBLE_DEVICES applies); 0 without a CUDA torch."""
+    import torch
+
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
 def _check_cuda(index: int) -> None:
     import torch
 

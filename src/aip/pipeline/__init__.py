@@ -38,10 +38,10 @@ from aip.pipeline.admission import Admission
 from aip.pipeline.calibration import Calibrator, Measured
 from aip.pipeline.frames import check_frame_shape
 from aip.pipeline.loop import RunLoop
+from aip.pipeline.targets import Targets
 from aip.pipeline.pool import WorkerError, WorkerPool, batch_of, default_slots
 from aip.pipeline.streams import (
     POLICIES,
-    Targets,
     Stream,
     StreamError,
     StreamEvent,
@@ -127,11 +127,12 @@ class Pipeline:
         self,
         backends: Sequence[BackendSpec],
         *,
-        mode: str = "static",
+        mode: str = "adaptive",
         weights: Sequence[int] | None = None,
         target_fps: float | None = None,
         on_full: str | None = None,
         max_age_ms: float | None = None,
+        latency_budget_ms: float | None = None,
         n_slots: int | None = None,
         max_frame_shape: tuple[int, int, int] | None = None,
         max_detections: int = 100,
@@ -162,7 +163,8 @@ class Pipeline:
         if max_reconnects is not None and max_reconnects < 0:
             raise ValueError("max_reconnects must be >= 0, or None to retry forever")
         self._on_full = on_full
-        self.defaults = StreamOptions(fps=target_fps, policy=on_full or "block", max_age_ms=max_age_ms)
+        self.defaults = StreamOptions(fps=target_fps, policy=on_full or "block", max_age_ms=max_age_ms,
+                                      latency_budget_ms=latency_budget_ms)
         for spec in backends:
             check_available(spec)  # BackendUnavailable, with the reason, before anything starts
         self.labels = _unique_labels(backends)
@@ -258,6 +260,7 @@ class Pipeline:
         max_frames: int | None = None,
         reopen: str | int | Path | None = None,
         priority: float = 1.0,
+        latency_budget_ms: float | None = None,
     ) -> str:
         """Add a stream, to the run going on (it starts at once) or to the next.
 
@@ -265,7 +268,10 @@ class Pipeline:
         ``max_age_ms``); without either, ``policy`` follows the source:
         ``latest`` for a camera or network stream, ``block`` for the rest.
         ``priority`` weighs a live stream's share of the workers under
-        overload (2: twice the frames of a stream of priority 1). ``reopen``
+        overload (2: twice the frames of a stream of priority 1).
+        ``latency_budget_ms`` (default: the pipeline's): a frame goes only to
+        a worker predicted to finish it within that time of its capture;
+        when none can, it is a ``late`` gap before any inference. ``reopen``
         is how to open the source again when it fails (a path, URL or camera
         index: the default when ``source`` is one). Returns the stream's
         name (``s0``, ``s1``, ... unless given).
@@ -276,6 +282,8 @@ class Pipeline:
             max_age_ms=max_age_ms if max_age_ms is not None else self.defaults.max_age_ms,
             max_frames=max_frames,
             priority=priority,
+            latency_budget_ms=(latency_budget_ms if latency_budget_ms is not None
+                               else self.defaults.latency_budget_ms),
         )
         stream = self._make_stream(source, name, options, reopen,
                                    by_source=policy is None and self._on_full is None)
@@ -450,7 +458,7 @@ class Pipeline:
             scheduler = self.scheduler = make_scheduler(
                 self.mode, self.weights, self.seed,
                 runs={i: batch_of(spec) for i, spec in enumerate(self.specs)})
-            targets = Targets(scheduler)
+            targets = Targets(scheduler, self.pool, self._calibrated_service())
             for worker in self.pool.workers:
                 if not worker.alive:
                     targets.mark_dead(worker.index)
@@ -497,6 +505,18 @@ class Pipeline:
 
     def _drain_expired(self) -> bool:
         return self._drain_deadline is not None and time.monotonic() > self._drain_deadline
+
+    def _calibrated_service(self) -> dict[int, float]:
+        """Each worker's per-frame time from the calibration (together), if any:
+        what latency budgets go by until the run measures it."""
+        if self.calibration is None:
+            return {}
+        service = {}
+        for index, (label, spec) in enumerate(zip(self.labels, self.specs)):
+            fps = self.calibration.together_fps.get(f"{label}={spec.options}", 0.0)
+            if fps > 0:
+                service[index] = 1.0 / fps  # frames/s together: each frame's share
+        return service
 
     def _in_flight_target(self) -> int:
         """Frames live streams keep in the slots: a batch in every live

@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aip.pipeline.pool import WorkerPool
-    from aip.pipeline.streams import Stream, Targets
+    from aip.pipeline.streams import Stream
+    from aip.pipeline.targets import Targets
 
 log = logging.getLogger("aip.pipeline")
 

@@ -28,7 +28,8 @@ import numpy as np
 
 from aip.metrics import Metrics
 from aip.pipeline.loop import RunLoop
-from aip.pipeline.streams import Stream, StreamOptions, Targets
+from aip.pipeline.streams import Stream, StreamOptions
+from aip.pipeline.targets import Targets
 from aip.results import FrameResult
 
 if TYPE_CHECKING:

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from aip.pipeline.admission import Admission
 
 from aip.metrics import Metrics, StreamMetrics
-from aip.pipeline.streams import Targets, Stream, StreamEvent
+from aip.pipeline.streams import Stream, StreamEvent
+from aip.pipeline.targets import Targets
 from aip.reorder import DuplicateFrameError, Gap
 from aip.results import FrameResult
 from aip.pipeline.pool import FailedFrame, WorkerPool

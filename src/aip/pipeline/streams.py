@@ -54,13 +54,12 @@ from aip.credentials import redact
 from aip.metrics import StreamMetrics
 from aip.reorder import ReorderBuffer
 from aip.results import FrameResult
-from aip.scheduler import NoLiveBackendError
+from aip.pipeline.targets import Targets
 from aip.sources import close_quietly
 
 if TYPE_CHECKING:
     from aip.pipeline.admission import Admission
     from aip.pipeline.pool import WorkerPool
-    from aip.scheduler import Scheduler
     from aip.sources import GrabbedFrame
 
 log = logging.getLogger("aip.pipeline")
@@ -110,8 +109,11 @@ class StreamOptions:
     max_age_ms: float | None = None  # older than this when a worker would claim it: late
     max_frames: int | None = None
     priority: float = 1.0  # a live stream's share under overload, against the others'
+    latency_budget_ms: float | None = None  # capture -> result; a frame that cannot make it: late
 
     def __post_init__(self) -> None:
+        if self.latency_budget_ms is not None and not self.latency_budget_ms > 0:
+            raise ValueError("latency_budget_ms must be > 0")
         if not self.priority > 0:
             raise ValueError(f"priority must be > 0, got {self.priority}")
         if self.policy not in POLICIES:
@@ -120,37 +122,6 @@ class StreamOptions:
             raise ValueError("fps must be > 0")
         if self.max_age_ms is not None and self.max_age_ms <= 0:
             raise ValueError("max_age_ms must be > 0")
-
-
-class Targets:
-    """The scheduler, shared by every reader thread (it is not thread-safe)."""
-
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
-        self._lock = threading.Lock()
-
-    def next_target(self, frame_id: int) -> int:
-        with self._lock:
-            try:
-                return int(self.scheduler.next_hint(frame_id))
-            except NoLiveBackendError:
-                # Every worker is dead for now (restarts pending): whoever
-                # comes back first takes it.
-                from aip.ring import ANY_WORKER
-
-                return int(ANY_WORKER)
-
-    def observe(self, worker: int, service_s: float) -> None:
-        with self._lock:
-            self.scheduler.observe(worker, service_s)
-
-    def mark_dead(self, worker: int) -> None:
-        with self._lock:
-            self.scheduler.mark_dead(worker)
-
-    def revive(self, worker: int, weight: int) -> None:
-        with self._lock:
-            self.scheduler.revive(worker, weight)
 
 
 def reconnect_delay(backoff_s: float, failures: int) -> float:
@@ -464,8 +435,17 @@ class Stream:
     def serve_grabbed(self, pool: WorkerPool, targets: Targets, ids: Iterator[int], stream_frame_id: int,
                       grabbed: GrabbedFrame) -> None:
         """The admission thread's part: decode a pending frame into a free
-        slot and publish it (a frame that cannot be decoded is a failed gap)."""
+        slot and publish it (a frame that cannot be decoded is a failed gap;
+        one no worker can finish within its latency budget a late gap, never
+        decoded)."""
         table = pool.table
+        capture_ns = self._checked_capture(grabbed.capture_ns)
+        frame_id = next(ids)
+        route = self._route(targets, frame_id, capture_ns)
+        if route is None:
+            self._gap(stream_frame_id, "late")
+            self.metrics.decodes_skipped += 1
+            return
         try:
             slot = int(table.acquire_free(timeout=SLOT_WAIT_S))
         except TimeoutError:  # files took every slot meanwhile: this frame is lost
@@ -483,8 +463,8 @@ class Stream:
             grabbed.write_into(image)
             if grabbed.needs_decode:
                 self.metrics.frames_decoded += 1
-            self._publish_slot(pool, targets, ids, stream_frame_id, slot, image, height, width,
-                               grabbed.capture_ns, next(ids))
+            self._publish_slot(pool, stream_frame_id, slot, image, height, width, capture_ns,
+                               frame_id, route)
         except BaseException as error:
             _abort_quietly(table, slot)
             self._gap(stream_frame_id, "failed")
@@ -661,8 +641,14 @@ class Stream:
             self._forget_claimed(pool.table)
         if frame_id is None:
             frame_id = next(ids)
-        generation = self._publish_slot(pool, targets, ids, stream_frame_id, slot, image, height,
-                                        width, capture_ns, frame_id)
+        capture_ns = self._checked_capture(capture_ns)
+        route = self._route(targets, frame_id, capture_ns)
+        if route is None:  # no worker can finish it within its budget
+            pool.table.abort(slot)
+            self._gap(stream_frame_id, "late")
+            return
+        generation = self._publish_slot(pool, stream_frame_id, slot, image, height, width,
+                                        capture_ns, frame_id, route)
         if self.options.policy in ("drop-oldest", "latest"):
             # With its generation: a frame claimed by a worker that died after
             # putting its result is READY again with a newer one, and must not
@@ -682,20 +668,33 @@ class Stream:
         while len(self._waiting) > table.n_slots:
             self._waiting.popleft()
 
-    def _publish_slot(self, pool: WorkerPool, targets: Targets, ids: Iterator[int], stream_frame_id: int,
-                      slot: int, image: np.ndarray, height: int, width: int, capture_ns: int,
-                      frame_id: int) -> int:
-        """Write the frame's header and publish it as ``frame_id``; its generation."""
+    def _checked_capture(self, capture_ns: int) -> int:
+        """``capture_ns``, or now when it is from another clock."""
         now = time.perf_counter_ns()
-        if not now - CLOCK_SKEW_LIMIT_NS <= capture_ns <= now:
-            # Stamped with another clock (a caller's time.time_ns()) or in
-            # the future: its latency and deadline would be nonsense.
-            capture_ns = now
-            self.metrics.clock_clamped += 1
-            if self.metrics.clock_clamped == 1:
-                log.warning("stream %s: capture times are not time.perf_counter_ns() stamps (one "
-                            "was %.1f s off): timing frames from when they were read instead",
-                            redact(self.name), (capture_ns - now) / 1e9)
+        if now - CLOCK_SKEW_LIMIT_NS <= capture_ns <= now:
+            return capture_ns
+        # Stamped with another clock (a caller's time.time_ns()) or in the
+        # future: its latency and deadline would be nonsense.
+        self.metrics.clock_clamped += 1
+        if self.metrics.clock_clamped == 1:
+            log.warning("stream %s: capture times are not time.perf_counter_ns() stamps (one "
+                        "was %.1f s off): timing frames from when they were read instead",
+                        redact(self.name), (capture_ns - now) / 1e9)
+        return now
+
+    def _route(self, targets: Targets, frame_id: int, capture_ns: int) -> tuple[int, int] | None:
+        """``(worker, latest start)`` for the frame, or None when its latency
+        budget cannot be met by any worker."""
+        budget = self.options.latency_budget_ms
+        return targets.target_for(frame_id, capture_ns + int(budget * 1e6) if budget else 0)
+
+    def _publish_slot(self, pool: WorkerPool, stream_frame_id: int, slot: int, image: np.ndarray,
+                      height: int, width: int, capture_ns: int, frame_id: int,
+                      route: tuple[int, int]) -> int:
+        """Write the frame's header and publish it as ``frame_id`` to the
+        route's worker; its generation. A worker that claims it after the
+        route's latest start (or past ``max_age_ms``) skips it: late."""
+        target, latest_start = route
         assert pool.frames is not None  # a started pool's
         header = pool.frames.headers[slot]
         header["stream"] = self.index
@@ -704,11 +703,12 @@ class Stream:
         header["stream_frame_id"] = stream_frame_id
         header["t_capture_ns"] = capture_ns
         max_age = self.options.max_age_ms
-        header["deadline_ns"] = capture_ns + int(max_age * 1e6) if max_age else 0
+        deadlines = [d for d in (capture_ns + int(max_age * 1e6) if max_age else 0, latest_start) if d]
+        header["deadline_ns"] = min(deadlines) if deadlines else 0
         header["attempts"] = 0
         if self.keep_frames:
             self.kept[stream_frame_id] = image.copy()
-        generation = int(pool.table.publish(slot, frame_id, targets.next_target(frame_id)))
+        generation = int(pool.table.publish(slot, frame_id, target))
         self.metrics.frames_published += 1
         return generation
 
