@@ -34,6 +34,20 @@ def aip_segments() -> set[str]:
     }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def hermetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """aip's caches (calibrations, exported models) in a folder of this test
+    session, never the user's ~/.cache/aip; subprocesses inherit it."""
+    folder = tmp_path_factory.mktemp("aip-cache")
+    previous = os.environ.get("AIP_CACHE_DIR")
+    os.environ["AIP_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("AIP_CACHE_DIR", None)
+    else:
+        os.environ["AIP_CACHE_DIR"] = previous
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_segments() -> Iterator[None]:
     """Every test must leave no aip segment behind."""

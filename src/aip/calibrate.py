@@ -74,8 +74,15 @@ def machine_fingerprint() -> str:
 
 
 def default_cache_path() -> Path:
-    """``~/.cache/aip/calibration.json`` (resolved at call time, never at import)."""
-    return Path.home() / ".cache" / "aip" / "calibration.json"
+    """``calibration.json`` in :func:`cache_dir` (resolved at call time, never at import)."""
+    return cache_dir() / "calibration.json"
+
+
+def cache_dir() -> Path:
+    """aip's cache folder: ``$AIP_CACHE_DIR`` when set (tests point it at a
+    temporary folder), else ``~/.cache/aip``."""
+    configured = os.environ.get("AIP_CACHE_DIR")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "aip"
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless",
                "opencv-contrib-python"),
     "coremltools": ("coremltools",),
+    "openvino": ("openvino",),
 }
 # Environment variables that set runtimes' thread pools.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -79,7 +80,22 @@ def devices() -> list[str]:
         lines.append("onnxruntime: not installed")
     except Exception as error:
         lines.append(f"onnxruntime: fails to start ({type(error).__name__}: {error})")
+    lines.append(openvino_devices_line())
     return lines
+
+
+def openvino_devices_line() -> str:
+    """OpenVINO's devices (each can be an ``openvino:device=...`` worker)."""
+    try:
+        import openvino
+
+        core = openvino.Core()
+        named = [f"{d} ({core.get_property(d, 'FULL_DEVICE_NAME')})" for d in core.available_devices]
+        return "openvino devices: " + (", ".join(named) or "none")
+    except ImportError:
+        return "openvino: not installed"
+    except Exception as error:  # noqa: BLE001 - a broken runtime is a finding, not a crash
+        return f"openvino: fails to start ({type(error).__name__}: {error})"
 
 
 def threads() -> list[str]:

@@ -127,8 +127,11 @@ def parse_imgsz(
 
 
 def default_cache_dir() -> Path:
-    """``~/.cache/aip/models`` (resolved at call time, never at import)."""
-    return Path.home() / ".cache" / "aip" / "models"
+    """``models`` in aip's cache folder (``$AIP_CACHE_DIR``, else ``~/.cache/aip``),
+    resolved at call time, never at import."""
+    from aip.calibrate import cache_dir
+
+    return cache_dir() / "models"
 
 
 def resolve_model(model: str | Path | None = None, seed: int = 0, *, cache_dir: Path | None = None) -> ModelSource:

@@ -151,6 +151,17 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
             table.publish(slot, table.frame_id(slot), ANY_WORKER)
         return given_up
 
+    if getattr(backend, "requests_in_flight", 1) > 1 and batch == 1 and backend.wants_tensor:
+        try:
+            _serve_in_flight(backend, infer, table, frames, me, parent, report, failed)
+        except Closed:
+            return
+        finally:
+            frames.release()
+            backend.close()
+            ring.close()
+            table.close()
+        return
     try:
         while True:
             try:
@@ -203,6 +214,60 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
         backend.close()
         ring.close()
         table.close()
+
+
+# With requests in flight and a free one, how long the worker waits for one
+# to finish before it looks for another frame to claim (a poll, not a spin).
+HARVEST_POLL_S = 0.002
+
+
+def _serve_in_flight(backend: Any, infer: _Inference, table: Any, frames: Any, me: int,
+                     parent: int, report: Any, failed: Any) -> None:
+    """Keep ``backend.requests_in_flight`` requests busy: claim a frame
+    whenever a request is free, report each as soon as its request finishes
+    (out of order: the manager puts every stream back in order)."""
+    count = int(backend.requests_in_flight)
+    # One input tensor per request: each stays untouched until its request is done.
+    tensors = [np.empty((1, 3, *backend.input_hw), backend.input_dtype) for _ in range(count)]
+    free = list(range(count))
+    flying: dict[int, tuple[int, Any, Any, int]] = {}  # request -> slot, header, params, start
+    while True:
+        while free:
+            try:
+                slot = table.claim(me, me, timeout=0 if flying else PARENT_CHECK_S)
+            except TimeoutError:
+                if not flying and os.getppid() != parent:
+                    return  # the manager is gone
+                break
+            start = time.perf_counter_ns()
+            header, image = frames.frame(slot)
+            deadline = int(header["deadline_ns"][0])
+            if deadline and start > deadline:
+                report(slot, header, RESULT_LATE, None, start)
+                continue
+            request = free.pop()
+            try:
+                params = infer.prepare(image, tensors[request][0])
+                backend.submit(tensors[request], request)
+            except Exception:  # noqa: BLE001 - this frame's failure, not the worker's
+                free.append(request)
+                if failed(slot, header):
+                    report(slot, header, RESULT_FAILED, None, start)
+                continue
+            flying[request] = (slot, header, params, start)
+        if not flying:
+            continue
+        for request, output in backend.finished(HARVEST_POLL_S if free else PARENT_CHECK_S):
+            slot, header, params, start = flying.pop(request)
+            free.append(request)
+            if isinstance(output, BaseException):
+                try:
+                    raise output
+                except BaseException:  # noqa: BLE001 - re-raised to record its traceback
+                    if failed(slot, header):
+                        report(slot, header, RESULT_FAILED, None, start)
+                continue
+            report(slot, header, RESULT_OK, infer.detections(output, params), start)
 
 
 def _fill_batch(table: Any, me: int, more: int, wait_s: float) -> list[int]:
@@ -297,22 +362,26 @@ class _Inference:
             empty = np.zeros((0, 6), np.float32)
             return [empty for _ in images]
         tensor = self._tensor[: len(images)]
-        params = []
-        for i, image in enumerate(images):
-            frame_hw = (int(image.shape[0]), int(image.shape[1]))
-            preprocessor = self._preprocessors.get(frame_hw)
-            if preprocessor is None:
-                preprocessor = self._preprocessors[frame_hw] = self._preprocessor_class(
-                    (*frame_hw, 3), self.backend.input_hw, self.backend.input_dtype)
-            preprocessor.into(image, tensor[i])  # straight into the batch: no copy
-            params.append((frame_hw, preprocessor.params))
+        params = [self.prepare(image, tensor[i]) for i, image in enumerate(images)]
         raw = self.backend.infer(tensor)
+        return [self.detections(raw[i : i + 1], param) for i, param in enumerate(params)]
+
+    def prepare(self, image: np.ndarray, out: np.ndarray) -> Any:
+        """Letterbox ``image`` straight into ``out`` (one frame of an input tensor)."""
+        frame_hw = (int(image.shape[0]), int(image.shape[1]))
+        preprocessor = self._preprocessors.get(frame_hw)
+        if preprocessor is None:
+            preprocessor = self._preprocessors[frame_hw] = self._preprocessor_class(
+                (*frame_hw, 3), self.backend.input_hw, self.backend.input_dtype)
+        preprocessor.into(image, out)  # no copy
+        return frame_hw, preprocessor.params
+
+    def detections(self, raw: np.ndarray, param: Any) -> np.ndarray:
+        """One frame's raw head output -> its (K, 6) detections in frame coordinates."""
+        frame_hw, letterbox = param
         config = self.config
-        return [
-            self._postprocess(raw[i : i + 1], frame_hw, letterbox, config.conf, config.iou,
-                              max_det=config.max_detections)
-            for i, (frame_hw, letterbox) in enumerate(params)
-        ]
+        return self._postprocess(raw, frame_hw, letterbox, config.conf, config.iou,
+                                 max_det=config.max_detections)
 
 
 def _inference(backend: Any, config: WorkerConfig) -> _Inference:

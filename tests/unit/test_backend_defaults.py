@@ -18,7 +18,18 @@ from aip.models import ModelSource, RandomWeightsWarning, resolve_model
 
 # --- which backends a default run takes -------------------------------------------------
 
-EVERYTHING_RUNS = {"sim": None, "cpu": None, "cuda": "no GPU", "mps": None, "onnx": None, "coreml": None}
+EVERYTHING_RUNS = {"sim": None, "cpu": None, "cuda": "no GPU", "mps": None, "onnx": None, "coreml": None,
+                   "openvino": "not installed"}
+
+
+def test_with_openvino_the_default_cpu_worker_is_one_throughput_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cli, "available_backends", lambda: {**EVERYTHING_RUNS, "openvino": None,
+                                                           "mps": "not a Mac", "coreml": "not a Mac"})
+    specs = cli.default_specs({"imgsz": (480, 640)}, cores=4)
+    assert [(s.name, s.options) for s in specs] == [
+        ("openvino", {"imgsz": (480, 640), "hint": "throughput"})]
 
 
 def test_default_specs_leave_out_what_failed_and_give_its_core_to_the_cpu(

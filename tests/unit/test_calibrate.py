@@ -142,6 +142,7 @@ def test_a_corrupt_cache_warns_and_is_replaced_by_the_next_store(tmp_path: Path)
 
 
 def test_default_cache_path_is_resolved_at_call_time(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("AIP_CACHE_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert default_cache_path() == tmp_path / ".cache" / "aip" / "calibration.json"
     assert not (tmp_path / ".cache").exists()  # nothing is created until something is stored
@@ -264,10 +265,21 @@ def test_calibrate_show_lists_the_cache(tmp_path: Path, monkeypatch: pytest.Monk
                                         capsys: pytest.CaptureFixture[str]) -> None:
     from aip.cli import main
 
-    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("AIP_CACHE_DIR", str(tmp_path))
     assert main(["calibrate", "--show"]) == 0
     assert "no calibration cached" in capsys.readouterr().out
     store(seed_key(), weights_from_measurements(ALONE, TOGETHER), default_cache_path())
     assert main(["calibrate", "--show"]) == 0
     shown = capsys.readouterr().out
     assert "model yolo11n.pt, 640x480 frames, measured" in shown and "ane" in shown
+
+
+def test_the_cache_folder_follows_aip_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aip.models import default_cache_dir
+
+    monkeypatch.setenv("AIP_CACHE_DIR", str(tmp_path / "c"))
+    assert default_cache_path() == tmp_path / "c" / "calibration.json"
+    assert default_cache_dir() == tmp_path / "c" / "models"
+    monkeypatch.delenv("AIP_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_cache_path() == tmp_path / ".cache" / "aip" / "calibration.json"

@@ -26,6 +26,7 @@ REGISTRY = {
     "mps": "aip.backends.torch_backend",
     "onnx": "aip.backends.onnx_backend",
     "coreml": "aip.backends.coreml_backend",
+    "openvino": "aip.backends.openvino_backend",
 }
 
 # The options each backend reads, checked before anything starts: a typo in
@@ -48,6 +49,7 @@ BACKEND_OPTIONS: dict[str, frozenset[str]] = {
     "mps": _TORCH_OPTIONS,
     "onnx": _COMMON_OPTIONS | {"threads", "spin", "provider", "providers", "device", "half"},
     "coreml": _COMMON_OPTIONS | {"compute_units", "half"},
+    "openvino": _COMMON_OPTIONS | {"device", "hint", "requests", "threads"},
 }
 
 
