@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,27 @@ def no_leaked_segments() -> Iterator[None]:
     yield
     leaked = aip_segments() - before
     assert not leaked, f"test leaked shared-memory segments: {sorted(leaked)}"
+
+
+# ---- the model and video the real-backend tests share ------------------------------------------
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """ultralytics' yolo11n.yaml with seeded random weights (no weights can be downloaded)."""
+    from aip.models import RandomWeightsWarning, resolve_model
+
+    with pytest.warns(RandomWeightsWarning):
+        return resolve_model("yolo11n.yaml", seed=0, cache_dir=tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
+    """The test video's frames (made from ultralytics' two photos) as aip's source decodes them."""
+    from aip.samples import VIDEO_FRAMES, make_video
+    from aip.sources import VideoFileSource
+
+    video = make_video(tmp_path_factory.mktemp("media") / "bus_zidane.mp4")
+    with VideoFileSource(video) as source:
+        decoded = [frame for frame, _ in source]
+    assert len(decoded) == VIDEO_FRAMES
+    return decoded

@@ -124,6 +124,11 @@ def default_specs(options: dict[str, Any], cores: int,
                       for index in range(max(1, cuda_device_count()))]
         else:
             specs.append(BackendSpec(name, dict(options)))
+    if reasons.get("openvino") is None:  # Intel's GPUs and NPUs: each a worker of its own
+        from aip.backends.openvino_backend import available_devices
+
+        specs += [BackendSpec("openvino", {**options, "device": device, "hint": "throughput"})
+                  for device in available_devices() if not device.startswith("CPU")]
     cpu_name = next((name for name in CPU_BACKENDS if reasons.get(name) is None), None)
     if cpu_name == "openvino":
         # One worker keeps every core left busy with its own requests in flight.

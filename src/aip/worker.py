@@ -151,18 +151,8 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
             table.publish(slot, table.frame_id(slot), ANY_WORKER)
         return given_up
 
-    if getattr(backend, "requests_in_flight", 1) > 1 and batch == 1 and backend.wants_tensor:
-        try:
-            _serve_in_flight(backend, infer, table, frames, me, parent, report, failed)
-        except Closed:
-            return
-        finally:
-            frames.release()
-            backend.close()
-            ring.close()
-            table.close()
-        return
-    try:
+    def serve_batches() -> None:
+        """Claim a frame (and, batching, up to a batch more), run them, report each."""
         while True:
             try:
                 slots = [table.claim(me, me, timeout=PARENT_CHECK_S)]
@@ -207,6 +197,12 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
                         continue
                     report(slot, header, RESULT_OK, detections, start)
             waiter.observe((time.perf_counter_ns() - start) / 1e9)
+
+    try:
+        if getattr(backend, "requests_in_flight", 1) > 1 and batch == 1 and backend.wants_tensor:
+            _serve_in_flight(backend, infer, table, frames, me, parent, report, failed)
+        else:
+            serve_batches()
     except Closed:
         return
     finally:

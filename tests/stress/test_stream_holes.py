@@ -18,7 +18,6 @@ import os
 import signal
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from aip.pipeline import Pipeline, StreamError
 from aip.reorder import Gap
 from aip.results import FrameResult
 from aip.sources import GrabbedFrame, SyntheticSource
+from stream_checks import assert_in_order, by_stream
 
 pytestmark = pytest.mark.stress
 
@@ -46,17 +46,6 @@ def sim(latency_s: float, label: str = "") -> BackendSpec:
 def frames(count: int, shape: tuple[int, int, int] = SMALL) -> Iterator[np.ndarray]:
     for i in range(count):
         yield np.full(shape, i % 256, np.uint8)
-
-
-def by_stream(out: list[Any]) -> dict[str, list[Any]]:
-    streams: dict[str, list[Any]] = defaultdict(list)
-    for item in out:
-        streams[item.stream].append(item)
-    return streams
-
-
-def assert_in_order(items: list[Any], count: int) -> None:
-    assert [item.frame_id for item in items] == list(range(count))
 
 
 def assert_no_children_left() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +16,7 @@ from aip.backends import BackendSpec
 from aip.pipeline import Pipeline, StreamError
 from aip.reorder import Gap
 from aip.results import FrameResult
+from stream_checks import assert_in_order, by_stream
 
 pytestmark = pytest.mark.stress
 
@@ -32,17 +33,6 @@ def frames(count: int, shape: tuple[int, int, int] = (8, 8, 3), fail_at: int | N
         if i == pause_at:
             time.sleep(3600)  # a read that never returns
         yield np.full(shape, i % 256, np.uint8)
-
-
-def by_stream(out: list[Any]) -> dict[str, list[Any]]:
-    streams: dict[str, list[Any]] = defaultdict(list)
-    for item in out:
-        streams[item.stream].append(item)
-    return streams
-
-
-def assert_in_order(items: list[Any], count: int) -> None:
-    assert [item.frame_id for item in items] == list(range(count))
 
 
 def test_three_streams_each_in_order_with_their_names() -> None:

@@ -242,3 +242,28 @@ def test_live_sources_default_to_latest_files_to_block() -> None:
 def test_priority_must_be_positive() -> None:
     with pytest.raises(ValueError, match="priority"):
         StreamOptions(priority=0)
+
+
+def test_a_live_fps_cap_thins_the_frames_it_grabs() -> None:
+    """A 30 FPS camera capped at 10: about every third frame is kept, none is
+    waited for (a live camera is thinned, never slowed down)."""
+
+    class Camera30(SyntheticSource):
+        def __init__(self) -> None:
+            super().__init__((8, 8, 3))
+            self.t = 0
+
+        def grab_frame(self) -> GrabbedFrame | None:
+            if self.t >= 90:
+                return None
+            self.t += 1
+            return GrabbedFrame(1_000_000_000 + self.t * 33_333_333, self, decoded=self._read()[0])
+
+    stream = Stream("cam", 0, None, StreamOptions(policy="drop-oldest", fps=10.0), spec=None,
+                    opener=None, first=None, keep_frames=False, max_reconnects=0,
+                    reconnect_backoff_s=0.0)
+    admission = admission_with([stream])
+    stream._admission = admission
+    stream._pump_live(Camera30(), stream._generation)
+    kept = stream.issued
+    assert stream.metrics.frames_read == 90 and 28 <= kept <= 31

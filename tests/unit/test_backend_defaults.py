@@ -27,9 +27,17 @@ def test_with_openvino_the_default_cpu_worker_is_one_throughput_worker(
 ) -> None:
     monkeypatch.setattr(cli, "available_backends", lambda: {**EVERYTHING_RUNS, "openvino": None,
                                                            "mps": "not a Mac", "coreml": "not a Mac"})
+    from aip.backends import openvino_backend
+
+    monkeypatch.setattr(openvino_backend, "available_devices", lambda: ["CPU"])
     specs = cli.default_specs({"imgsz": (480, 640)}, cores=4)
     assert [(s.name, s.options) for s in specs] == [
         ("openvino", {"imgsz": (480, 640), "hint": "throughput"})]
+    # Intel's GPUs and NPUs: one worker each, and the CPU worker for the cores left.
+    monkeypatch.setattr(openvino_backend, "available_devices", lambda: ["CPU", "GPU.0", "NPU"])
+    specs = cli.default_specs({}, cores=4)
+    assert [(s.name, s.options.get("device")) for s in specs] == [
+        ("openvino", "GPU.0"), ("openvino", "NPU"), ("openvino", None)]
 
 
 def test_default_specs_leave_out_what_failed_and_give_its_core_to_the_cpu(

@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 
 from aip.backends.base import Backend, BackendSpec, BackendUnavailable, check_available, create
-from aip.models import ModelSource, RandomWeightsWarning, export, resolve_model
+from aip.models import ModelSource, RandomWeightsWarning, export
 from aip.postprocess import postprocess
 from aip.preprocess import Preprocessor
-from aip.sources import VideoFileSource
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")  # ultralytics' predictor NMS, which the comparison relies on
@@ -26,29 +25,12 @@ pytest.importorskip("ultralytics")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("cv2")
 
-from aip.samples import VIDEO_FRAMES, make_video  # after the skips
 from detection_checks import assert_same_detections
 
 CONF = 1e-4
 IOU = 0.7
 RECT_HW = (480, 640)  # ultralytics letterboxes a 640x480 frame for a .pt at imgsz 640 to this
 SQUARE_HW = (640, 640)
-
-
-@pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> ModelSource:
-    with pytest.warns(RandomWeightsWarning):
-        return resolve_model("yolo11n.yaml", seed=0, cache_dir=tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(scope="module")
-def frames(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
-    """The test video's frames as aip's source decodes them."""
-    video = make_video(tmp_path_factory.mktemp("media") / "bus_zidane.mp4")
-    with VideoFileSource(video) as source:
-        decoded = [frame for frame, _ in source]
-    assert len(decoded) == VIDEO_FRAMES
-    return decoded
 
 
 def loaded(spec: BackendSpec, random_weights: bool = True) -> Backend:

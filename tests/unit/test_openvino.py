@@ -2,7 +2,6 @@
 and detections against ultralytics' own OpenVINO path."""
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 from aip.backends.base import BackendOptionError, BackendSpec, BackendUnavailable, check_available, create, prepare
-from aip.models import ModelSource, RandomWeightsWarning, export, resolve_model
+from aip.models import ModelSource, RandomWeightsWarning, export
 
 pytest.importorskip("openvino")
 pytest.importorskip("ultralytics")
@@ -20,28 +19,11 @@ pytest.importorskip("cv2")
 from aip.backends.openvino_backend import available_devices, convert, ir_path  # after the skips
 from aip.postprocess import postprocess
 from aip.preprocess import Preprocessor
-from aip.samples import VIDEO_FRAMES, make_video
-from aip.sources import VideoFileSource
 from detection_checks import similar_detections
 
 CONF = 1e-4
 IOU = 0.7
 HW = (480, 640)
-
-
-@pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> ModelSource:
-    with pytest.warns(RandomWeightsWarning):
-        return resolve_model("yolo11n.yaml", seed=0, cache_dir=tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(scope="module")
-def frames(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
-    video = make_video(tmp_path_factory.mktemp("media") / "bus_zidane.mp4")
-    with VideoFileSource(video) as source:
-        decoded = [frame for frame, _ in source]
-    assert len(decoded) == VIDEO_FRAMES
-    return decoded
 
 
 def loaded(options: dict[str, Any]) -> Any:

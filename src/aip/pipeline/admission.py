@@ -86,17 +86,14 @@ class Admission:
 
     def add(self, stream: Stream) -> None:
         with self.lock:
-            credits = [s.credit for s in self._streams]
+            credits = [s.credit for s in self._streams if not s.finished]
             stream.credit = min(credits) if credits else 0.0
             self._streams.append(stream)
 
-    def remove(self, stream: Stream) -> None:
-        with self.lock:
-            if stream in self._streams:
-                self._streams.remove(stream)
-
     def nudge(self) -> None:
         """Something changed: a frame is pending, or a slot may be free."""
+        if not self._streams:
+            return  # no live stream: nothing waits for a slot (the list is read without the lock)
         with self.lock:
             self.lock.notify()
 
@@ -143,6 +140,8 @@ class Admission:
     def _pick(self) -> tuple[Stream, tuple[int, Any]] | None:
         """Under the lock: the next stream's oldest pending frame, taken out,
         or None (nothing pending, or the workers have enough)."""
+        if any(s.finished and not s.pending for s in self._streams):
+            self._streams = [s for s in self._streams if s.pending or not s.finished]  # gone for good
         candidates = [s for s in self._streams if s.pending]
         if not candidates:
             return None
@@ -169,6 +168,8 @@ class Admission:
                     and now - behind.pending[0][1].capture_ns <= 2 * horizon):
                 stream = behind  # fallen behind for want of a fresh frame: its share first
         stream.credit += 1.0 / stream.options.priority
+        if stream.options.policy == "block":
+            self.lock.notify_all()  # its reader may wait for room in its pending frames
         return stream, stream.pending.popleft()
 
 

@@ -397,7 +397,9 @@ class Stream:
             if period_ns:  # the FPS cap: a live camera is thinned, never slowed down
                 if grabbed.capture_ns < next_due:
                     continue
-                next_due = max(next_due + period_ns, grabbed.capture_ns - period_ns // 2)
+                # One frame a period; a frame up to half a period early is
+                # on time (camera jitter), a late one moves the schedule on.
+                next_due = max(next_due + period_ns, grabbed.capture_ns + period_ns // 2)
             self._offer(admission, grabbed)
 
     def _offer(self, admission: Admission, grabbed: GrabbedFrame) -> None:
