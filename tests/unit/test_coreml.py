@@ -134,7 +134,7 @@ def test_cli_export_converts_to_coreml(tmp_path: Path, monkeypatch: pytest.Monke
     """`aip export --format coreml` on the default model, into an empty cache: a real conversion."""
     from aip.cli import main
 
-    monkeypatch.setenv("HOME", str(tmp_path))  # the default cache lives under it: nothing cached yet
+    monkeypatch.setenv("AIP_CACHE_DIR", str(tmp_path))  # an empty cache: nothing cached yet
     with pytest.warns(RandomWeightsWarning):
         assert main(["export", "--format", "coreml", "--imgsz", "480x640", "--half"]) == 0
     path = Path(capsys.readouterr().out.split("coreml: ", 1)[1].strip())
