@@ -95,7 +95,7 @@ class Admission:
         if not self._streams:
             return  # no live stream: nothing waits for a slot (the list is read without the lock)
         with self.lock:
-            self.lock.notify()
+            self.lock.notify_all()  # blocked readers wait on it too: the thread must hear it
 
     def observe_service(self, seconds: float) -> None:
         """A worker took ``seconds`` for one frame (the run loop's figure)."""

@@ -422,7 +422,8 @@ class Stream:
                 self._gap(old_id, "dropped")
                 self.metrics.decodes_skipped += 1
             self.pending.append((self._next_id(), grabbed))
-            admission.lock.notify()
+            # All: a blocked reader may wait on the same condition as the admission thread.
+            admission.lock.notify_all()
 
     def _discard_pending(self) -> None:
         admission = self._admission
