@@ -621,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default 3)")
     run.add_argument("--reconnect-forever", action="store_true",
                      help="never evict a camera: keep reconnecting with back-off")
-    run.add_argument("--frames", type=positive_int, help="stop after this many frames")
+    run.add_argument("--frames", type=positive_int, help="stop each stream after this many frames")
     run.add_argument("--conf", type=fraction, default=0.25, help="confidence threshold, 0-1")
     run.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold, 0-1")
     run.add_argument("--recalibrate", action="store_true", help="measure again, ignore the cache")
