@@ -23,9 +23,9 @@ FRAMES_PER_STREAM = 600
 
 def _decode_into_slots(table_name: str, video: str, frames: int) -> None:
     """Decode ``frames`` frames (the video looped) into free slots of the table."""
-    from aip.pipeline.frames import SlotFrames
+    from aip.pipeline.protocol import SlotFrames
     from aip.ring import SlotTable
-    from aip.sources import VideoFileSource
+    from aip.io.sources import VideoFileSource
 
     table = SlotTable.attach(table_name)
     views = SlotFrames(table, (480, 640, 3))
@@ -46,7 +46,7 @@ def _decode_into_slots(table_name: str, video: str, frames: int) -> None:
 
 
 def measure(design: str, streams: int, video: str) -> dict[str, Any]:
-    from aip.pipeline.frames import slot_bytes_for
+    from aip.pipeline.protocol import slot_bytes_for
     from aip.ring import SlotTable
 
     with SlotTable.create(n_slots=2 * streams, slot_bytes=slot_bytes_for((480, 640, 3))) as table:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--streams", type=int, nargs="*", default=[1, 4, 8])
     args = parser.parse_args(argv)
-    from aip.samples import sample_video
+    from aip.io.samples import sample_video
 
     video = str(sample_video(120))
     rows = []

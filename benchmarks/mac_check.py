@@ -62,9 +62,9 @@ def mac_model() -> dict[str, str]:
 def run_aip(specs: list[Any], video: Path, label: str, conf: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One pipeline on the video: its row, and the calibration of its backends (static, calibrated)."""
     from aip.bench.yolo import WARMUP_FRAMES, _latency_row
-    from aip.manager import Pipeline
+    from aip.pipeline import Pipeline
     from aip.results import FrameResult
-    from aip.sources import VideoFileSource
+    from aip.io.sources import VideoFileSource
 
     calibration_rows: list[dict[str, Any]] = []
     with VideoFileSource(video) as source, Pipeline(specs, mode="static", conf=conf) as pipeline:
@@ -96,7 +96,7 @@ def ultralytics_coreml_export(weights: Path, out: Path) -> Path:
 
     from ultralytics import YOLO
 
-    from aip.models import no_auto_install
+    from aip.vision.models import no_auto_install
 
     out.mkdir(parents=True, exist_ok=True)
     copy = out / weights.name  # ultralytics writes beside the weights it loaded
@@ -110,9 +110,9 @@ def ultralytics_coreml_export(weights: Path, out: Path) -> Path:
 def run(frames: int, model: str | None, dry_run: bool, out: Path) -> dict[str, Any]:
     from aip.backends import BackendSpec
     from aip.bench.yolo import CONF, ultralytics_predict
-    from aip.cli import default_specs
-    from aip.models import RandomWeightsWarning, export, resolve_model
-    from aip.samples import sample_video
+    from aip.app.cli import default_specs
+    from aip.vision.models import RandomWeightsWarning, export, resolve_model
+    from aip.io.samples import sample_video
 
     warnings.simplefilter("ignore", RandomWeightsWarning)  # said once below instead
     source = resolve_model(model)

@@ -63,7 +63,7 @@ def no_leaked_segments() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """ultralytics' yolo11n.yaml with seeded random weights (no weights can be downloaded)."""
-    from aip.models import RandomWeightsWarning, resolve_model
+    from aip.vision.models import RandomWeightsWarning, resolve_model
 
     with pytest.warns(RandomWeightsWarning):
         return resolve_model("yolo11n.yaml", seed=0, cache_dir=tmp_path_factory.mktemp("models"))
@@ -72,8 +72,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
     """The test video's frames (made from ultralytics' two photos) as aip's source decodes them."""
-    from aip.samples import VIDEO_FRAMES, make_video
-    from aip.sources import VideoFileSource
+    from aip.io.samples import VIDEO_FRAMES, make_video
+    from aip.io.sources import VideoFileSource
 
     video = make_video(tmp_path_factory.mktemp("media") / "bus_zidane.mp4")
     with VideoFileSource(video) as source:

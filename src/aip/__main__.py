@@ -1,6 +1,6 @@
 """``python -m aip`` is the ``aip`` command."""
 import sys
 
-from aip.cli import main
+from aip.app.cli import main
 
 sys.exit(main())

@@ -4,7 +4,7 @@ One table, read by ``aip --help`` and the README: a script that runs aip
 can tell a typo from a dead camera from a machine without the backend.
 
 A command raises an error; :func:`exit_code` maps it to its code, and
-``aip.cli.main`` prints its message on one line (``AIP_TRACEBACK=1`` shows
+``aip.app.cli.main`` prints its message on one line (``AIP_TRACEBACK=1`` shows
 the traceback as well).
 """
 from __future__ import annotations
@@ -34,7 +34,11 @@ def exit_codes_help() -> str:
 
 
 class AipError(Exception):
-    """An error aip reports to a person; ``exit_code`` says what kind."""
+    """An error aip reports to a person; ``exit_code`` says what kind.
+
+    Each subsystem's errors derive from it and set their own code, so that
+    mapping an error to its code needs no knowledge of the subsystems.
+    """
 
     exit_code = EXIT_RUNTIME
 
@@ -56,25 +60,18 @@ class SourceError(AipError):
 
 
 def exit_code(error: BaseException) -> int:
-    """The exit code that ``error`` ends a command with."""
-    from aip.backends.base import BackendUnavailable
-    from aip.pipeline.pool import WorkerError
-    from aip.pipeline.streams import StreamError
+    """The exit code that ``error`` ends a command with.
 
+    aip's own errors carry theirs (:attr:`AipError.exit_code`); the rest are
+    the standard library's, mapped here, so this module imports nothing of
+    aip's and every subsystem may import it.
+    """
     if isinstance(error, AipError):
         return error.exit_code
     if isinstance(error, KeyboardInterrupt):
         return EXIT_SIGINT
-    if isinstance(error, BackendUnavailable):
-        # an unknown backend name or option is a usage error (it is also a ValueError)
-        return EXIT_USAGE if isinstance(error, ValueError) else EXIT_BACKEND
     if isinstance(error, ModuleNotFoundError):
         return EXIT_BACKEND  # a runtime that is not installed
-    if isinstance(error, WorkerError) and error.worker is not None \
-            and "start" in str(error).partition("\n")[0]:
-        return EXIT_BACKEND  # a worker could not load its backend (runtime, device or model)
-    if isinstance(error, StreamError):  # a stream was evicted (the others were delivered)
-        return EXIT_SOURCE
     if isinstance(error, (ConnectionError, TimeoutError)):
         return EXIT_SOURCE
     if isinstance(error, (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError)):

@@ -2,7 +2,7 @@
 
 A processed frame is a :class:`FrameResult`; a frame that has no result
 (dropped under backpressure, or lost with a dead worker) comes out as an
-:class:`aip.reorder.Gap` in its place. Sinks take both.
+:class:`Gap` in its place. Sinks take both.
 """
 
 from __future__ import annotations
@@ -11,9 +11,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aip.reorder import Gap
-
 __all__ = ["FrameResult", "Gap"]
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Stands in the output for a frame that has no result.
+
+    ``reason`` is what the caller passed to :meth:`aip.pipeline.reorder.ReorderBuffer.mark_gap`
+    (e.g. ``"dropped"``), ``"overflow"`` when the buffer gave up waiting for
+    the frame, or ``"lost"`` when ``ReorderBuffer.flush`` found it missing.
+    ``stream`` names the stream it belongs to (the buffer's ``stream``).
+    """
+
+    frame_id: int
+    reason: str
+    stream: str = ""
 
 
 @dataclass(frozen=True, slots=True)

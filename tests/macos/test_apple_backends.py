@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from aip.backends.base import Backend, BackendSpec, create
-from aip.models import COREML_INPUT, COREML_OUTPUT, ModelSource, RandomWeightsWarning, export, resolve_model
-from aip.postprocess import postprocess
-from aip.preprocess import Preprocessor
+from aip.vision.models import COREML_INPUT, COREML_OUTPUT, ModelSource, RandomWeightsWarning, export, resolve_model
+from aip.vision.postprocess import postprocess
+from aip.vision.preprocess import Preprocessor
 from apple_checks import require
 
 CONF = 1e-4  # a seeded model scores every box below ~2e-4
@@ -39,8 +39,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> ModelSource:
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
-    from aip.samples import make_video
-    from aip.sources import VideoFileSource
+    from aip.io.samples import make_video
+    from aip.io.sources import VideoFileSource
 
     video = make_video(tmp_path_factory.mktemp("media") / "bus_zidane.mp4")
     with VideoFileSource(video) as source:
@@ -151,8 +151,8 @@ def test_coreml_converts_from_the_pt_in_prepare(seeded: ModelSource, cpu: Backen
 
 def test_pipeline_on_coreml_mps_and_cpu(seeded: ModelSource, coreml_package: Path,
                                         frames: list[np.ndarray]) -> None:
-    from aip.manager import Pipeline
-    from aip.reorder import Gap
+    from aip.pipeline import Pipeline
+    from aip.pipeline.reorder import Gap
     from aip.results import FrameResult
 
     specs = [
@@ -179,7 +179,7 @@ def test_pipeline_on_coreml_mps_and_cpu(seeded: ModelSource, coreml_package: Pat
 
 def test_default_run_on_a_mac_runs_on_what_loads(tmp_path: Path) -> None:
     """`aip run` without -b: every backend this Mac has, calibrated; it finishes whatever fails to load."""
-    from aip.cli import main
+    from aip.app.cli import main
 
     metrics = tmp_path / "metrics.json"
     with pytest.warns(RandomWeightsWarning):

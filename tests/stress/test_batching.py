@@ -11,8 +11,8 @@ import pytest
 from aip.backends import BackendSpec
 from aip.pipeline import Pipeline
 from aip.results import FrameResult
-from aip.scheduler import cycle_in_runs, make_scheduler
-from aip.worker import BatchWait
+from aip.pipeline.scheduler import cycle_in_runs, make_scheduler
+from aip.pipeline.worker import BatchWait
 
 pytestmark = pytest.mark.stress
 

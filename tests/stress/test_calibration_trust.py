@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from aip.backends import BackendSpec
-from aip.calibrate import cached_entries
+from aip.pipeline.calibration_cache import cached_entries
 from aip.pipeline import Pipeline
 from aip.results import FrameResult
 
@@ -83,7 +83,7 @@ def test_a_poisoned_cache_is_found_by_the_probe_and_measured_again(tmp_path: Pat
     entry["together_fps"][poisoned] = 0.0
     entry["weights"][poisoned] = 0
     cache.write_text(json.dumps(document))
-    with caplog.at_level("WARNING", logger="aip.calibrate"), \
+    with caplog.at_level("WARNING", logger="aip.pipeline"), \
             Pipeline(specs, mode="static") as pipeline:
         result = pipeline.calibrate(np.zeros(SMALL, np.uint8), seconds=0.6, cache_path=cache)
         assert result.source == "measured" and all(w >= 1 for w in pipeline.weights)
@@ -133,7 +133,7 @@ def test_a_latency_budget_keeps_frames_off_a_worker_that_cannot_make_it(tmp_path
     """A 5 ms and a 100 ms worker, a 50 ms budget, more frames than the fast
     one can do: the slow one gets none (it never finishes in time), and the
     frames nobody can finish in time are late gaps, not results."""
-    from aip.reorder import Gap
+    from aip.pipeline.reorder import Gap
 
     specs = [sim(0.005), sim(0.1)]
     frame = np.zeros(SMALL, np.uint8)

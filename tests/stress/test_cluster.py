@@ -16,7 +16,7 @@ pytest.importorskip("distributed")
 from aip.backends import BackendSpec  # noqa: E402
 from aip.cluster import Cluster, ClusterError  # noqa: E402
 from aip.cluster.local import LocalDaskCluster  # noqa: E402
-from aip.reorder import Gap  # noqa: E402
+from aip.pipeline.reorder import Gap  # noqa: E402
 from aip.results import FrameResult  # noqa: E402
 
 pytestmark = [
@@ -119,13 +119,13 @@ def test_no_scheduler_is_a_clear_error() -> None:
     assert time.monotonic() - started < 30
 
 
-@pytest.mark.filterwarnings("ignore::aip.models.RandomWeightsWarning")  # seeded weights: same on both sides
+@pytest.mark.filterwarnings("ignore::aip.vision.models.RandomWeightsWarning")  # seeded weights: same on both sides
 def test_onnx_on_two_nodes_equals_a_local_run(three_nodes: LocalDaskCluster) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("ultralytics")
     from aip.backends.base import prepare
     from aip.pipeline import Pipeline
-    from aip.sources import open_source
+    from aip.io.sources import open_source
 
     spec = prepare(BackendSpec("onnx", {"imgsz": (128, 160), "threads": 1}))
     with open_source("sample:12") as source:
@@ -148,7 +148,7 @@ def test_aip_run_with_cluster(three_nodes: LocalDaskCluster, tmp_path: Any,
                               capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from aip.cli import main
+    from aip.app.cli import main
 
     jsonl = tmp_path / "out.jsonl"
     for mode in ("streams", "frames"):

@@ -14,7 +14,7 @@ import pytest
 
 from aip.backends import BackendSpec
 from aip.pipeline import Pipeline
-from aip.reorder import Gap
+from aip.pipeline.reorder import Gap
 from aip.results import FrameResult
 
 pytestmark = pytest.mark.stress

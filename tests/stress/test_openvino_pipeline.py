@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aip.backends import BackendSpec
-from aip.models import RandomWeightsWarning
+from aip.vision.models import RandomWeightsWarning
 from aip.pipeline import Pipeline
 from aip.results import FrameResult
 
@@ -17,8 +17,8 @@ pytest.importorskip("openvino")
 pytest.importorskip("ultralytics")
 pytest.importorskip("cv2")
 
-from aip.samples import sample_video  # after the skips
-from aip.sources import VideoFileSource
+from aip.io.samples import sample_video  # after the skips
+from aip.io.sources import VideoFileSource
 from detection_checks import similar_detections
 
 pytestmark = pytest.mark.stress

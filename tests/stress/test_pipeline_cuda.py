@@ -21,7 +21,7 @@ from detection_checks import assert_same_detections, assert_similar_detections
 
 pytestmark = [
     pytest.mark.stress,
-    pytest.mark.filterwarnings("ignore::aip.models.RandomWeightsWarning"),
+    pytest.mark.filterwarnings("ignore::aip.vision.models.RandomWeightsWarning"),
     cuda_mark(),
 ]
 
@@ -32,7 +32,7 @@ IMGSZ = (480, 640)
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require("torch", "ultralytics", "onnxruntime", "cv2")
-    from aip.samples import make_video
+    from aip.io.samples import make_video
 
     return make_video(tmp_path_factory.mktemp("media") / "bus_zidane.mp4")
 
@@ -41,9 +41,9 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def reference(video: Path) -> list[np.ndarray]:
     """The cpu backend's detections of every frame, in this process."""
     from aip.backends.base import create
-    from aip.postprocess import postprocess
-    from aip.preprocess import Preprocessor
-    from aip.sources import VideoFileSource
+    from aip.vision.postprocess import postprocess
+    from aip.vision.preprocess import Preprocessor
+    from aip.io.sources import VideoFileSource
 
     backend = create(BackendSpec("cpu", {"imgsz": IMGSZ}))
     backend.load()
@@ -62,7 +62,7 @@ def spec(name: str, **options: Any) -> BackendSpec:
 
 def check(results: list[Any], reference: list[np.ndarray]) -> None:
     from aip.results import FrameResult
-    from aip.samples import VIDEO_FRAMES
+    from aip.io.samples import VIDEO_FRAMES
 
     assert [r.frame_id for r in results] == list(range(VIDEO_FRAMES))
     for result, expected in zip(results, reference):
@@ -76,8 +76,8 @@ def check(results: list[Any], reference: list[np.ndarray]) -> None:
 
 
 def run(specs: list[BackendSpec], video: Path, **pipeline: Any) -> tuple[list[Any], Any]:
-    from aip.manager import Pipeline
-    from aip.sources import VideoFileSource
+    from aip.pipeline import Pipeline
+    from aip.io.sources import VideoFileSource
 
     with VideoFileSource(video) as source, Pipeline(specs, conf=CONF, **pipeline) as running:
         results = list(running.run(source))
@@ -104,8 +104,8 @@ def test_cuda_and_onnx_calibrated_run_takes_every_frame_once_in_order(
 ) -> None:
     import itertools
 
-    from aip.manager import Pipeline
-    from aip.sources import VideoFileSource
+    from aip.pipeline import Pipeline
+    from aip.io.sources import VideoFileSource
 
     with VideoFileSource(video) as source, Pipeline([spec("cuda", half=1), spec("onnx")], mode="static",
                                                     conf=CONF) as pipeline:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from aip.backends import BackendSpec, BackendUnavailable
-from aip.manager import Pipeline
+from aip.pipeline import Pipeline
 from aip.pipeline import StreamError
-from aip.reorder import Gap
+from aip.pipeline.reorder import Gap
 from aip.results import FrameResult
 
 pytestmark = pytest.mark.stress
@@ -174,7 +174,7 @@ MANAGER_DIES = """
 import os, signal, sys
 import numpy as np
 from aip.backends import BackendSpec
-from aip.manager import Pipeline
+from aip.pipeline import Pipeline
 
 if __name__ == "__main__":
     pipeline = Pipeline([BackendSpec("sim", {"latency_s": 0.01})] * 2, mode="pull")

@@ -15,16 +15,16 @@ pytest.importorskip("ultralytics")
 cv2 = pytest.importorskip("cv2")
 
 from aip.backends import BackendSpec  # noqa: E402
-from aip.manager import Pipeline  # noqa: E402
-from aip.models import resolve_model  # noqa: E402
+from aip.pipeline import Pipeline  # noqa: E402
+from aip.vision.models import resolve_model  # noqa: E402
 from aip.results import FrameResult  # noqa: E402
-from aip.samples import VIDEO_FRAMES, make_video  # noqa: E402
-from aip.sources import VideoFileSource  # noqa: E402
+from aip.io.samples import VIDEO_FRAMES, make_video  # noqa: E402
+from aip.io.sources import VideoFileSource  # noqa: E402
 from detection_checks import assert_same_detections  # noqa: E402
 
 pytestmark = [
     pytest.mark.stress,
-    pytest.mark.filterwarnings("ignore::aip.models.RandomWeightsWarning"),
+    pytest.mark.filterwarnings("ignore::aip.vision.models.RandomWeightsWarning"),
 ]
 
 CONF = 1e-4  # a seeded model scores every box near 1.6e-4
@@ -104,7 +104,7 @@ def test_heterogeneous_calibrated_run_takes_every_frame_once_in_order(
 
 
 def test_worker_that_fails_to_load_raises_with_its_traceback() -> None:
-    from aip.manager import WorkerError
+    from aip.pipeline import WorkerError
 
     broken = BackendSpec("cpu", {"imgsz": IMGSZ, "threads": "many"})  # int("many") fails in load()
     with pytest.raises(WorkerError, match=r"(?s)failed to start.*ValueError.*many"):

@@ -27,9 +27,9 @@ import pytest
 
 from aip.backends import BackendSpec
 from aip.pipeline import Pipeline, StreamError
-from aip.reorder import Gap
+from aip.pipeline.reorder import Gap
 from aip.results import FrameResult
-from aip.sources import GrabbedFrame, SyntheticSource
+from aip.io.sources import GrabbedFrame, SyntheticSource
 from stream_checks import assert_in_order, by_stream
 
 pytestmark = pytest.mark.stress
@@ -406,18 +406,18 @@ def test_more_mjpeg_cameras_than_slots_decode_only_what_workers_take() -> None:
 
 
 class OpenTracker:
-    """Wraps ``aip.sources.open_source``: how many sources are open at once, at most."""
+    """Wraps ``aip.io.sources.open_source``: how many sources are open at once, at most."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, opener: Callable[..., Any] | None = None) -> None:
-        import aip.sources
+        import aip.io.sources
 
-        self._opener = opener or aip.sources.open_source
+        self._opener = opener or aip.io.sources.open_source
         self._lock = threading.Lock()
         self.open = 0
         self.most = 0
         self.opened = 0
         self.intervals: list[list[float]] = []
-        monkeypatch.setattr(aip.sources, "open_source", self)
+        monkeypatch.setattr(aip.io.sources, "open_source", self)
 
     def __call__(self, spec: Any, **options: Any) -> Any:
         source = self._opener(spec, **options)

@@ -14,7 +14,7 @@ import pytest
 
 from aip.backends import BackendSpec
 from aip.pipeline import Pipeline, StreamError
-from aip.reorder import Gap
+from aip.pipeline.reorder import Gap
 from aip.results import FrameResult
 from stream_checks import assert_in_order, by_stream
 
@@ -66,7 +66,7 @@ def test_a_dead_stream_is_evicted_and_the_others_deliver_everything() -> None:
 
 
 def test_a_failed_stream_is_reopened_from_its_spec(monkeypatch: pytest.MonkeyPatch) -> None:
-    import aip.sources
+    import aip.io.sources
 
     opened: list[int] = []
 
@@ -85,7 +85,7 @@ def test_a_failed_stream_is_reopened_from_its_spec(monkeypatch: pytest.MonkeyPat
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(aip.sources, "open_source", Flaky)
+    monkeypatch.setattr(aip.io.sources, "open_source", Flaky)
     with Pipeline([sim(0.001)], mode="pull", reconnect_backoff_s=0.01) as pipeline:
         out = list(pipeline.run("camera://flaky"))
         kinds = [e.kind for e in pipeline.events]

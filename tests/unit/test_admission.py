@@ -17,7 +17,7 @@ from aip.backends import BackendSpec
 from aip.pipeline import Pipeline
 from aip.pipeline.admission import FRESH_SERVICE_TIMES, MAX_LAG, Admission
 from aip.pipeline.streams import PENDING_LIMIT, Stream, StreamOptions, default_policy, is_live
-from aip.sources import GrabbedFrame, SyntheticSource
+from aip.io.sources import GrabbedFrame, SyntheticSource
 
 MS = 1_000_000
 

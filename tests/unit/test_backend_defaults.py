@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aip import cli
+from aip.app import cli
 from aip.backends.base import BackendSpec, BackendUnavailable, check_available, create
-from aip.models import ModelSource, RandomWeightsWarning, resolve_model
+from aip.vision.models import ModelSource, RandomWeightsWarning, resolve_model
 
 # --- which backends a default run takes -------------------------------------------------
 
@@ -105,13 +105,13 @@ def test_default_run_leaves_out_a_backend_that_fails_to_load(
 
     monkeypatch.setattr(cli, "default_specs", defaults)
     jsonl = tmp_path / "out.jsonl"
-    with caplog.at_level(logging.WARNING, logger="aip.cli"), pytest.warns(RandomWeightsWarning):
+    with caplog.at_level(logging.WARNING, logger="aip.app.cli"), pytest.warns(RandomWeightsWarning):
         rc = cli.main(["run", "synthetic:64x48", "--model", str(seeded.path), "--frames", "10",
                        "--mode", "pull", "--jsonl", str(jsonl)])
     assert rc == 0
     assert asked[0] == {} and list(asked[-1]) == ["cpu"]
     assert "invalid literal for int()" in asked[-1]["cpu"]
-    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "aip.cli"]
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "aip.app.cli"]
     assert "leaving out the cpu backend" in warning.getMessage()
     assert "ValueError: invalid literal for int() with base 10: 'many'" in warning.getMessage()
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
@@ -161,7 +161,7 @@ def test_a_default_backend_whose_export_fails_is_left_out(
         return [spec for spec in specs if spec.name not in (skip or {})]
 
     monkeypatch.setattr(cli, "default_specs", defaults)
-    with caplog.at_level(logging.WARNING, logger="aip.cli"):
+    with caplog.at_level(logging.WARNING, logger="aip.app.cli"):
         assert cli.main(["run", "synthetic:64x48", "--frames", "5", "--mode", "pull"]) == 0
     assert any("leaving out the onnx backend" in r.getMessage() and "missing.onnx" in r.getMessage()
                for r in caplog.records)
@@ -208,7 +208,7 @@ def test_onnx_accelerator_providers_that_are_missing_are_refused() -> None:
 def test_a_loaded_onnx_cpu_worker_runs_on_the_cpu_provider_alone(seeded: ModelSource) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from aip.models import export
+    from aip.vision.models import export
 
     backend = create(BackendSpec("onnx", {"model": str(export(seeded, "onnx", (320, 320))), "threads": 1}))
     backend.load()

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from aip.backends.base import Backend, BackendSpec, BackendUnavailable, check_available, create
-from aip.models import ModelSource, RandomWeightsWarning, export
-from aip.postprocess import postprocess
-from aip.preprocess import Preprocessor
+from aip.vision.models import ModelSource, RandomWeightsWarning, export
+from aip.vision.postprocess import postprocess
+from aip.vision.preprocess import Preprocessor
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")  # ultralytics' predictor NMS, which the comparison relies on

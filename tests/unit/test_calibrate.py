@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from aip.calibrate import (
+from aip.pipeline.calibration_cache import (
     CalibrationKey,
     CalibrationResult,
     calibrate,
@@ -19,7 +19,7 @@ from aip.calibrate import (
     store,
     weights_from_measurements,
 )
-from aip.scheduler import integer_weights
+from aip.pipeline.scheduler import integer_weights
 
 ALONE = {"ane": 80.0, "gpu": 35.0, "cpu": 12.0}
 TOGETHER = {"ane": 70.1, "gpu": 29.8, "cpu": 10.2}
@@ -209,7 +209,7 @@ def test_a_cached_result_off_by_more_than_a_quarter_is_measured_again(
     cache = tmp_path / "calibration.json"
     run_calibrate(FakeBench(ALONE, TOGETHER), cache)
     slower = FakeBench(ALONE, {**TOGETHER, "gpu": 5.0})
-    with caplog.at_level("WARNING", logger="aip.calibrate"):
+    with caplog.at_level("WARNING", logger="aip.pipeline"):
         again = run_calibrate(slower, cache, probe=lambda: dict(slower.together))
     assert again.source == "measured" and again.together_fps["gpu"] == 5.0
     assert "off by" in caplog.text and "measuring again" in caplog.text
@@ -219,10 +219,10 @@ def test_a_cached_result_off_by_more_than_a_quarter_is_measured_again(
 def test_a_measurement_with_problems_serves_its_run_and_is_never_cached(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from aip.calibrate import Together
+    from aip.pipeline.calibration_cache import Together
 
     cache = tmp_path / "calibration.json"
-    with caplog.at_level("WARNING", logger="aip.calibrate"):
+    with caplog.at_level("WARNING", logger="aip.pipeline"):
         result = calibrate(seed_key(), ALONE.__getitem__,
                            lambda: Together({**TOGETHER, "cpu": 0.0}, problems=["cpu died"]),
                            path=cache)
@@ -231,7 +231,7 @@ def test_a_measurement_with_problems_serves_its_run_and_is_never_cached(
 
 
 def test_left_out_backends_are_cached_with_their_reason(tmp_path: Path) -> None:
-    from aip.calibrate import Together, format_result
+    from aip.pipeline.calibration_cache import Together, format_result
 
     cache = tmp_path / "calibration.json"
     result = calibrate(seed_key(), ALONE.__getitem__,
@@ -254,7 +254,7 @@ def test_an_entry_cached_before_the_trust_fields_still_loads(tmp_path: Path) -> 
 
 
 def test_probe_error_is_the_worst_of_each_backend_and_the_total() -> None:
-    from aip.calibrate import probe_error
+    from aip.pipeline.calibration_cache import probe_error
 
     assert probe_error({"a": 10.0, "b": 10.0}, {"a": 10.0, "b": 10.0}) == 0
     assert probe_error({"a": 10.0, "b": 10.0}, {"a": 10.0, "b": 5.0}) == pytest.approx(0.5)
@@ -263,7 +263,7 @@ def test_probe_error_is_the_worst_of_each_backend_and_the_total() -> None:
 
 def test_calibrate_show_lists_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from aip.cli import main
+    from aip.app.cli import main
 
     monkeypatch.setenv("AIP_CACHE_DIR", str(tmp_path))
     assert main(["calibrate", "--show"]) == 0
@@ -275,7 +275,7 @@ def test_calibrate_show_lists_the_cache(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_the_cache_folder_follows_aip_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from aip.models import default_cache_dir
+    from aip.vision.models import default_cache_dir
 
     monkeypatch.setenv("AIP_CACHE_DIR", str(tmp_path / "c"))
     assert default_cache_path() == tmp_path / "c" / "calibration.json"

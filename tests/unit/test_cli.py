@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aip.backends import BackendSpec
-from aip.cli import main, parse_backend
+from aip.app.cli import main, parse_backend
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_backends_lists_every_backend(capsys: pytest.CaptureFixture[str]) -> Non
 def test_export_writes_a_cached_onnx(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("ultralytics")
     pytest.importorskip("onnx")
-    from aip.models import RandomWeightsWarning
+    from aip.vision.models import RandomWeightsWarning
 
     with pytest.warns(RandomWeightsWarning):
         assert main(["export", "--format", "onnx", "--imgsz", "480x640"]) == 0

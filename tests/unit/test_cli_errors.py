@@ -27,7 +27,7 @@ from aip.errors import (
     SourceError,
     exit_code,
 )
-from aip.samples import sample_video
+from aip.io.samples import sample_video
 
 MARK = "AIP_TEST_RUN_MARK"
 
@@ -153,7 +153,7 @@ def test_an_unreachable_stream_times_out_then_says_so() -> None:
 
 
 def test_a_backend_this_machine_lacks() -> None:
-    from aip.cli import available_backends
+    from aip.app.cli import available_backends
 
     lacking = [name for name, reason in available_backends().items() if reason is not None]
     if not lacking:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aip.bench.mjpeg import MjpegCameras
-from aip.cli import _priorities, build_parser, read_streams_file
+from aip.app.cli import _priorities, build_parser, read_streams_file
 from aip.errors import ConfigError
 
 

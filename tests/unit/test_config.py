@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aip import config
-from aip.cli import build_parser, main
+from aip.app import config
+from aip.app.cli import build_parser, main
 from aip.errors import EXIT_USAGE, ConfigError
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from aip.backends.base import BackendSpec, BackendUnavailable, check_available
-from aip.models import (
+from aip.vision.models import (
     COREML_INPUT,
     COREML_OUTPUT,
     COREML_PRECISION_KEY,
@@ -36,7 +36,7 @@ coremltools = pytest.importorskip(
 )
 
 from aip.backends.coreml_backend import COMPUTE_UNITS, CoreMLBackend, ModelIO  # after the skips
-from aip.preprocess import Preprocessor
+from aip.vision.preprocess import Preprocessor
 
 RECT_HW = (480, 640)
 ANCHORS = 6300  # 60x80 + 30x40 + 15x20 cells at 480x640
@@ -119,7 +119,7 @@ def test_package_loads_with_the_backends_compute_units(package: tuple[Path, bool
 
 def test_the_converted_graph_computes_what_the_cpu_backend_does(seeded: ModelSource) -> None:
     """The graph that goes to coremltools (Core ML attention, export-mode head) against aip's torch model."""
-    from aip.models import _coreml_network
+    from aip.vision.models import _coreml_network
 
     tensor = torch.from_numpy(np.random.default_rng(0).random((1, 3, *RECT_HW), dtype=np.float32))
     with torch.inference_mode():
@@ -132,7 +132,7 @@ def test_the_converted_graph_computes_what_the_cpu_backend_does(seeded: ModelSou
 def test_cli_export_converts_to_coreml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     """`aip export --format coreml` on the default model, into an empty cache: a real conversion."""
-    from aip.cli import main
+    from aip.app.cli import main
 
     monkeypatch.setenv("AIP_CACHE_DIR", str(tmp_path))  # an empty cache: nothing cached yet
     with pytest.warns(RandomWeightsWarning):
@@ -181,7 +181,7 @@ def test_ultralytics_coreml_export_installs_nothing_and_feeds_through_pil(
     seeded: ModelSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ultralytics' own Core ML export (the baseline of benchmarks/mac_check.sh) wants numpy<=2.3.5
-    and would pip-install it; under aip.models.no_auto_install nothing is installed. Its ImageType
+    and would pip-install it; under aip.vision.models.no_auto_install nothing is installed. Its ImageType
     package still runs on the coreml backend, through a PIL image."""
     import shutil
     import subprocess
@@ -189,7 +189,7 @@ def test_ultralytics_coreml_export_installs_nothing_and_feeds_through_pil(
     from ultralytics import YOLO
     from ultralytics.utils import checks
 
-    from aip.models import no_auto_install
+    from aip.vision.models import no_auto_install
 
     def no_pip(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError(f"an export tried to install packages: {args}")

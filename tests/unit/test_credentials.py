@@ -1,4 +1,4 @@
-"""Camera credentials never leave the process: aip.credentials, and a real
+"""Camera credentials never leave the process: aip.io.credentials, and a real
 ``aip run`` on two loopback cameras whose URLs carry a password, whose every
 output (stdout, stderr, JSON Lines, --metrics-json, /metrics, /healthz) is
 searched for it."""
@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aip.credentials import (
+from aip.io.credentials import (
     MASK,
     RedactingFilter,
     install_log_redaction,
@@ -197,7 +197,7 @@ def test_stream_names_are_made_unique() -> None:
 
 
 def test_default_stream_names_of_the_cli_are_distinct_and_keep_given_names() -> None:
-    from aip.cli import default_stream_names
+    from aip.app.cli import default_stream_names
 
     specs = ["rtsp://a:S3cretPass@h/x", "rtsp://b:S3cretPass@h/x", "0", "clip.mp4", "other/clip.mp4"]
     assert default_stream_names(specs) == ["h/x", "h/x#2", "camera0", "clip.mp4", "clip.mp4#2"]
@@ -211,7 +211,7 @@ def test_redacted_names_stay_distinct() -> None:
 
 
 def test_metrics_report_stream_names_redacted() -> None:
-    from aip.metrics import Metrics, StreamMetrics
+    from aip.pipeline.metrics import Metrics, StreamMetrics
 
     metrics = Metrics()
     metrics.streams = {"rtsp://admin:S3cretPass@h/x": StreamMetrics(), "rtsp://u:other@h/x": StreamMetrics()}
@@ -222,8 +222,8 @@ def test_metrics_report_stream_names_redacted() -> None:
 
 
 def test_jsonl_lines_name_streams_redacted(tmp_path: Path) -> None:
-    from aip.reorder import Gap
-    from aip.sinks import JsonLinesSink
+    from aip.pipeline.reorder import Gap
+    from aip.io.sinks import JsonLinesSink
 
     with JsonLinesSink(tmp_path / "out.jsonl") as sink:
         sink.write(Gap(0, "dropped", "rtsp://admin:S3cretPass@h/x"))

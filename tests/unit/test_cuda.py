@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from aip.backends.base import Backend, BackendSpec, check_available, create
-from aip.models import ModelSource, RandomWeightsWarning, resolve_model
+from aip.vision.models import ModelSource, RandomWeightsWarning, resolve_model
 from cuda_checks import cuda_mark, require
 from detection_checks import similar_detections
 
@@ -62,8 +62,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> ModelSource:
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
     require("cv2")
-    from aip.samples import VIDEO_FRAMES, make_video
-    from aip.sources import VideoFileSource
+    from aip.io.samples import VIDEO_FRAMES, make_video
+    from aip.io.sources import VideoFileSource
 
     video = make_video(tmp_path_factory.mktemp("media") / "bus_zidane.mp4")
     with VideoFileSource(video) as source:
@@ -96,13 +96,13 @@ def cuda_backend(request: pytest.FixtureRequest, seeded: ModelSource) -> Iterato
 
 
 def tensor_of(backend: Backend, frame: np.ndarray) -> Any:
-    from aip.preprocess import Preprocessor
+    from aip.vision.preprocess import Preprocessor
 
     return Preprocessor(frame.shape, backend.input_hw, backend.input_dtype)
 
 
 def detect(backend: Backend, frame: np.ndarray) -> np.ndarray:
-    from aip.postprocess import postprocess
+    from aip.vision.postprocess import postprocess
 
     pre = tensor_of(backend, frame)
     return postprocess(backend.infer(pre(frame)), frame.shape[:2], pre.params, CONF, IOU)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aip import segments
-from aip.cli import main
+from aip.app.cli import main
 from aip.ring import ResultRing
 
 pytestmark = pytest.mark.skipif(not segments.SHM_DIR.is_dir(), reason="needs /dev/shm (Linux)")

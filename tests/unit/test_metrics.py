@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aip.metrics import LatencyStats, Metrics
+from aip.pipeline.metrics import LatencyStats, Metrics
 
 # Half the 2 % bucket width: the promised percentile accuracy.
 PERCENTILE_TOLERANCE = 0.01

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aip.models import (
+from aip.vision.models import (
     ModelSource,
     RandomWeightsWarning,
     artifact_path,
@@ -204,6 +204,6 @@ def test_torch_model_is_fused_eval_and_gradient_free(seeded: ModelSource) -> Non
 
 
 def test_importing_models_does_not_import_torch() -> None:
-    code = "import sys, aip.models, aip.sources, aip.sinks, aip.backends.torch_backend, aip.backends.onnx_backend, aip.backends.coreml_backend; print(sorted(m for m in ('torch', 'ultralytics', 'cv2', 'onnxruntime') if m in sys.modules))"
+    code = "import sys, aip.vision.models, aip.io.sources, aip.io.sinks, aip.backends.torch_backend, aip.backends.onnx_backend, aip.backends.coreml_backend; print(sorted(m for m in ('torch', 'ultralytics', 'cv2', 'onnxruntime') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -24,9 +24,9 @@ from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from aip.backends import BackendSpec  # noqa: E402
-from aip.cli import main  # noqa: E402
-from aip.metrics import LatencyStats  # noqa: E402
-from aip.observe import (  # noqa: E402
+from aip.app.cli import main  # noqa: E402
+from aip.pipeline.metrics import LatencyStats  # noqa: E402
+from aip.app.observe import (  # noqa: E402
     HEALTH_CODES,
     LATENCY_BUCKETS_S,
     STARVED_AFTER_S,

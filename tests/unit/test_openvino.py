@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from aip.backends.base import BackendOptionError, BackendSpec, BackendUnavailable, check_available, create, prepare
-from aip.models import ModelSource, RandomWeightsWarning, export
+from aip.vision.models import ModelSource, RandomWeightsWarning, export
 
 pytest.importorskip("openvino")
 pytest.importorskip("ultralytics")
 pytest.importorskip("cv2")
 
 from aip.backends.openvino_backend import available_devices, convert, ir_path  # after the skips
-from aip.postprocess import postprocess
-from aip.preprocess import Preprocessor
+from aip.vision.postprocess import postprocess
+from aip.vision.preprocess import Preprocessor
 from detection_checks import similar_detections
 
 CONF = 1e-4

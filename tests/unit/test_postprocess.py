@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-import aip.postprocess
-from aip.postprocess import nms, non_max_suppression, postprocess, scale_boxes_to_frame
-from aip.preprocess import Preprocessor, letterbox_params
+import aip.vision.postprocess
+from aip.vision.postprocess import nms, non_max_suppression, postprocess, scale_boxes_to_frame
+from aip.vision.preprocess import Preprocessor, letterbox_params
 from detection_checks import assert_same_detections
 
 NC = 80
@@ -192,8 +192,8 @@ def test_scale_boxes_undoes_the_resize() -> None:
 
 
 def test_import_does_not_pull_in_torch() -> None:
-    src_dir = Path(aip.postprocess.__file__).resolve().parents[1]
-    code = "import sys, aip.postprocess; print('torch' in sys.modules)"
+    src_dir = Path(aip.vision.postprocess.__file__).resolve().parents[1]
+    code = "import sys, aip.vision.postprocess; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=src_dir)
     assert result.stdout.strip() == "False"
 

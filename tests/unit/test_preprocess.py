@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-import aip.preprocess
-from aip.preprocess import Preprocessor, letterbox_into, letterbox_params
+import aip.vision.preprocess
+from aip.vision.preprocess import Preprocessor, letterbox_into, letterbox_params
 
 ONE_LEVEL = 1 / 255  # one step of an 8-bit pixel after scaling to [0, 1]
 PAD = np.float32(114) / np.float32(255)
@@ -174,8 +174,8 @@ def test_bad_inputs_are_refused_clearly() -> None:
 
 
 def test_import_pulls_in_neither_torch_nor_cv2() -> None:
-    src_dir = Path(aip.preprocess.__file__).resolve().parents[1]
-    code = "import sys, aip.preprocess; print(sorted({'torch', 'cv2'} & set(sys.modules)))"
+    src_dir = Path(aip.vision.preprocess.__file__).resolve().parents[1]
+    code = "import sys, aip.vision.preprocess; print(sorted({'torch', 'cv2'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=src_dir)
     assert result.stdout.strip() == "[]"
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aip.reorder import DuplicateFrameError, Gap, ReorderBuffer, ReorderOverflowError
+from aip.pipeline.reorder import DuplicateFrameError, Gap, ReorderBuffer, ReorderOverflowError
 
 
 def result(frame_id: int) -> str:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aip.scheduler import (
+from aip.pipeline.scheduler import (
     HINT_ANY,
     SCHEDULER_MODES,
     AdaptiveScheduler,

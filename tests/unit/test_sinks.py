@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aip.samples import VIDEO_FRAMES, VIDEO_HW, video_frames
+from aip.io.samples import VIDEO_FRAMES, VIDEO_HW, video_frames
 
-from aip.reorder import Gap
+from aip.pipeline.reorder import Gap
 from aip.results import FrameResult
-from aip.sinks import AnnotatedVideoSink, CallbackSink, JsonLinesSink
+from aip.io.sinks import AnnotatedVideoSink, CallbackSink, JsonLinesSink
 
 NAMES = [f"class{i}" for i in range(80)]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aip.sources import (
+from aip.io.sources import (
     FrameSizeChangedError,
     FrameSource,
     ImageFolderSource,
@@ -24,7 +24,7 @@ from aip.sources import (
 
 cv2 = pytest.importorskip("cv2")
 
-from aip.samples import VIDEO_FPS, VIDEO_FRAMES, VIDEO_HW, make_video  # after the skip
+from aip.io.samples import VIDEO_FPS, VIDEO_FRAMES, VIDEO_HW, make_video  # after the skip
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def test_each_option_switches_one_field_and_labels_itself() -> None:
 
 
 def test_the_command_line_spelling_reaches_the_backend() -> None:
-    from aip.cli import parse_backend
+    from aip.app.cli import parse_backend
 
     spec = parse_backend("cuda:half=1,graphs=1,channels_last=1,pinned=1,stream=0")
     assert CudaTuning.from_options(spec.name, spec.options) == CudaTuning(
@@ -66,7 +66,7 @@ def test_the_cpu_path_is_unchanged_by_default_options() -> None:
     torch = pytest.importorskip("torch")
     pytest.importorskip("ultralytics")
     from aip.backends.base import BackendSpec, create
-    from aip.models import RandomWeightsWarning
+    from aip.vision.models import RandomWeightsWarning
 
     before = torch.backends.cudnn.benchmark
     backends = []

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from aip.errors import UsageError
+from aip.errors import EXIT_BACKEND, EXIT_USAGE, AipError, UsageError
 
 # name -> module defining a Backend subclass called ``BACKEND``
 REGISTRY = {
@@ -33,7 +33,7 @@ REGISTRY = {
 # ``-b onnx:thread=1`` is an error that lists these, not a setting silently
 # ignored. A backend module reads no option that is not declared here
 # (tests/unit/test_backend_options.py holds each module to its set).
-# batch / max_wait_ms: the worker's micro-batching (aip.worker), for every backend.
+# batch / max_wait_ms: the worker's micro-batching (aip.pipeline.worker), for every backend.
 _COMMON_OPTIONS = frozenset({"model", "imgsz", "seed", "batch", "max_wait_ms"})
 _TORCH_OPTIONS = _COMMON_OPTIONS | {
     "device", "threads",
@@ -53,12 +53,16 @@ BACKEND_OPTIONS: dict[str, frozenset[str]] = {
 }
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(AipError, RuntimeError):
     """This machine cannot run the backend; the message says why and what to do."""
+
+    exit_code = EXIT_BACKEND
 
 
 class UnknownBackendError(BackendUnavailable, ValueError):
     """No backend has this name (a usage error: the message lists the names)."""
+
+    exit_code = EXIT_USAGE
 
 
 class BackendOptionError(UsageError):
@@ -206,3 +210,15 @@ def check_available(spec: BackendSpec) -> None:
     cls = backend_class(spec.name)
     check_options(spec)
     cls.check_available(spec)
+
+
+def available_backends() -> dict[str, str | None]:
+    """Every registered backend -> None if it runs here, else why not."""
+    reasons: dict[str, str | None] = {}
+    for name in REGISTRY:
+        try:
+            check_available(BackendSpec(name))
+            reasons[name] = None
+        except (BackendUnavailable, ImportError, ValueError) as error:
+            reasons[name] = str(error)
+    return reasons

@@ -7,7 +7,7 @@ layer the Neural Engine supports there and the rest on the CPU.
 Options (all optional):
 
 - ``model``: an ``.mlpackage`` (used as is), or a ``.pt`` / ``.yaml`` that
-  :func:`aip.models.export` converts once, in the manager (cached); default
+  :func:`aip.vision.models.export` converts once, in the manager (cached); default
   ``yolo11n.yaml`` with seeded random weights. ``seed``: its seed.
 - ``imgsz``: network input ``(height, width)`` or one int. For an
   ``.mlpackage`` it defaults to the package's own fixed shape and must match
@@ -19,7 +19,7 @@ Options (all optional):
   worker already uses), ``CPU_ONLY`` is for comparisons.
 
 The input is aip's own preprocessed tensor. aip's conversion gives the
-package a float32 multi-array input (:data:`aip.models.COREML_INPUT`), so
+package a float32 multi-array input (:data:`aip.vision.models.COREML_INPUT`), so
 the letterboxed (1, 3, H, W) float32 tensor the worker already wrote goes
 to Core ML as it is: no PIL image, no copy. Packages made elsewhere with an
 RGB ``ImageType`` input (ultralytics' exporter makes those) still work,
@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aip.backends.base import Backend, BackendSpec, BackendUnavailable
-from aip.models import COREML_PRECISION_KEY, DEFAULT_MODEL, artifact_path, parse_imgsz
+from aip.vision.models import COREML_PRECISION_KEY, DEFAULT_MODEL, artifact_path, parse_imgsz
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Options (all optional):
 
 - ``model``: an ``.onnx`` file (used as is), or a ``.pt`` / ``.yaml`` that
-  :func:`aip.models.export` turns into one (cached); default ``yolo11n.yaml``
+  :func:`aip.vision.models.export` turns into one (cached); default ``yolo11n.yaml``
   with seeded random weights. ``seed``: its seed.
 - ``imgsz``: network input ``(height, width)`` or one int. For an ``.onnx``
   it defaults to the file's own fixed shape and must match it; else 640.
@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aip.backends.base import Backend, BackendSpec, BackendUnavailable
-from aip.models import DEFAULT_MODEL, artifact_path, parse_imgsz
+from aip.vision.models import DEFAULT_MODEL, artifact_path, parse_imgsz
 
 WARMUP_RUNS = 3  # the first runs allocate the arena and pick kernels
 

@@ -3,7 +3,7 @@
 Options (all optional):
 
 - ``model``: an OpenVINO IR ``.xml`` (used as is), an ``.onnx`` (converted
-  by OpenVINO), or a ``.pt`` / ``.yaml`` that :func:`aip.models.export`
+  by OpenVINO), or a ``.pt`` / ``.yaml`` that :func:`aip.vision.models.export`
   turns into ONNX first; the IR is cached next to the ONNX it came from.
   Default ``yolo11n.yaml`` with seeded random weights; ``seed``: its seed.
 - ``imgsz``: network input ``(height, width)`` or one int (default 640).
@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aip.backends.base import Backend, BackendSpec, BackendUnavailable
-from aip.models import DEFAULT_MODEL, artifact_path, parse_imgsz
+from aip.vision.models import DEFAULT_MODEL, artifact_path, parse_imgsz
 
 WARMUP_RUNS = 3  # the first runs allocate and pick kernels
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}

@@ -2,7 +2,7 @@
 
 Options (all optional):
 
-- ``model``: a ``.pt`` or ``.yaml`` (see :func:`aip.models.resolve_model`);
+- ``model``: a ``.pt`` or ``.yaml`` (see :func:`aip.vision.models.resolve_model`);
   default ``yolo11n.yaml`` with seeded random weights. ``seed``: its seed.
 - ``device``: CUDA device index (``cuda`` only), default 0.
 - ``threads``: torch intra-op threads of this worker (``torch.set_num_threads``,
@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aip.backends.base import Backend, BackendSpec, BackendUnavailable
-from aip.models import DEFAULT_MODEL, load_torch_model, parse_imgsz, resolve_model
+from aip.vision.models import DEFAULT_MODEL, load_torch_model, parse_imgsz, resolve_model
 
 if TYPE_CHECKING:
     import torch

@@ -74,7 +74,7 @@ def _mp_node(latency_s: float, workers: int, shape: tuple[int, int, int], calibr
     from pathlib import Path
 
     from aip.pipeline import Pipeline
-    from aip.sources import SyntheticSource
+    from aip.io.sources import SyntheticSource
 
     with tempfile.TemporaryDirectory() as folder, \
             Pipeline(node_backends(latency_s, workers)) as pipeline:

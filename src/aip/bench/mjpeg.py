@@ -93,7 +93,7 @@ def encode_frames(count: int, hw: tuple[int, int] = (480, 640),
     """``count`` JPEGs of the sample video's frames, looped, frame ``k`` stamped ``k``."""
     import cv2
 
-    from aip.samples import video_frames
+    from aip.io.samples import video_frames
 
     if not 0 < count <= STAMP_MAX:
         raise ValueError(f"a camera serves 1..{STAMP_MAX} distinct frames, not {count}")

@@ -27,7 +27,7 @@ import numpy as np
 
 from aip.backends import BackendSpec
 from aip.bench.report import format_table, publish, suite_parser
-from aip.manager import Pipeline
+from aip.pipeline import Pipeline
 from aip.results import FrameResult
 
 SEED_LATENCIES = {"ane": 0.02, "gpu": 0.05, "cpu": 0.1}
@@ -160,7 +160,7 @@ def run_budget_real(seconds: float, calibration_s: float) -> list[dict[str, Any]
     """``onnx`` (one thread) + ``cpu`` (torch, one thread) on 640x480 frames."""
     import warnings
 
-    from aip.models import RandomWeightsWarning, export, resolve_model
+    from aip.vision.models import RandomWeightsWarning, export, resolve_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)

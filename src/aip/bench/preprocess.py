@@ -50,7 +50,7 @@ def ultralytics_path(dst_hw: tuple[int, int], half: bool) -> Callable[[np.ndarra
 def aip_path(dst_hw: tuple[int, int], half: bool) -> Callable[[np.ndarray], Any]:
     import torch
 
-    from aip.preprocess import Preprocessor
+    from aip.vision.preprocess import Preprocessor
 
     pre = Preprocessor((*FRAME_HW, 3), dst_hw, dtype=np.float16 if half else np.float32)
 

@@ -67,3 +67,11 @@ def publish(suite: str, document: dict[str, Any], summary: str, json_path: str |
     if json_path:
         write_json(json_path, suite, **document)
     return 0
+
+
+def latency_row(system: str, config: str, fps: float, latencies_ms: np.ndarray,
+                 **extra: Any) -> dict[str, Any]:
+    """A table row: throughput, and latency p50/p99 from per-frame figures."""
+    return {"system": system, "config": config, "fps": fps,
+            "p50_ms": float(np.percentile(latencies_ms, 50)),
+            "p99_ms": float(np.percentile(latencies_ms, 99)), **extra}

@@ -68,7 +68,7 @@ def soak(frames: int = 100_000, kills: int | None = None, workers: int = 4, late
     """Run the soak; returns its figures and whether each check passed."""
     from aip._core._segment import process_alive, process_start
     from aip.pipeline import Pipeline
-    from aip.reorder import Gap
+    from aip.pipeline.reorder import Gap
     from aip.segments import list_segments
 
     if workers < 2:

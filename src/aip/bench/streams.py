@@ -410,7 +410,7 @@ def _sum_of(items: Iterable[Any], attribute: str) -> int | None:
 
 
 def decode_figures(metrics: Any) -> dict[str, Any]:
-    """What a run's decoding cost the manager, from its :class:`~aip.metrics.Metrics`.
+    """What a run's decoding cost the manager, from its :class:`~aip.pipeline.metrics.Metrics`.
 
     ``decode_cpu_s`` (CPU seconds spent decoding live frames) and each
     stream's ``frames_decoded`` / ``decodes_skipped``: None where the
@@ -515,7 +515,7 @@ class _CameraCpu:
 
 
 def calibrate_real(pipeline: Any, model: Path, workers: int, calibration_s: float) -> RealSetup:
-    from aip.samples import video_frames
+    from aip.io.samples import video_frames
 
     with tempfile.TemporaryDirectory() as tmp:
         calibration = pipeline.calibrate(video_frames(1)[0], seconds=calibration_s, refresh=True,
@@ -724,7 +724,7 @@ def run(seconds: float = 8.0, warmup_s: float = 2.0, cameras: int = 4, workers: 
         add(run_sim(seconds, warmup_s, mode=mode))
     real = [s for s in scenarios if s != "sim"]
     if real:
-        from aip.models import RandomWeightsWarning, export, resolve_model
+        from aip.vision.models import RandomWeightsWarning, export, resolve_model
         from aip.pipeline import Pipeline
 
         with warnings.catch_warnings():

@@ -45,18 +45,11 @@ from typing import Any
 
 import numpy as np
 
-from aip.bench.report import format_table, publish, suite_parser
+from aip.bench.report import format_table, latency_row, publish, suite_parser
 
 COLUMNS = ["system", "config", "fps", "p50_ms", "p99_ms", "infer_p50_ms"]
 CONF = 1e-4  # a seeded model scores every box near 1.6e-4: keep them, as real weights would
 WARMUP_FRAMES = 5
-
-
-def _latency_row(system: str, config: str, fps: float, latencies_ms: np.ndarray,
-                 **extra: Any) -> dict[str, Any]:
-    return {"system": system, "config": config, "fps": fps,
-            "p50_ms": float(np.percentile(latencies_ms, 50)),
-            "p99_ms": float(np.percentile(latencies_ms, 99)), **extra}
 
 
 def ultralytics_predict(weights: Path, video: Path, imgsz: tuple[int, int], label: str,
@@ -72,7 +65,7 @@ def ultralytics_predict(weights: Path, video: Path, imgsz: tuple[int, int], labe
         times.append(time.perf_counter_ns())
         latencies.append(sum(result.speed.values()))
     span = (times[-1] - times[WARMUP_FRAMES]) / 1e9
-    return _latency_row("ultralytics", label, (len(times) - 1 - WARMUP_FRAMES) / span,
+    return latency_row("ultralytics", label, (len(times) - 1 - WARMUP_FRAMES) / span,
                         np.array(latencies[WARMUP_FRAMES:]))
 
 
@@ -111,7 +104,7 @@ def raw_onnx(path: Path, processes: int, threads: int, seconds: float) -> dict[s
         child.join()
     latencies = np.concatenate([np.array(r[1]) for r in reports]) / 1e6
     label = f"onnxruntime {processes} process{'es' if processes > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
-    return _latency_row("raw", label, sum(r[0] for r in reports), latencies)
+    return latency_row("raw", label, sum(r[0] for r in reports), latencies)
 
 
 def _raw_openvino(path: str, hint: str, seconds: float, out: Any) -> None:
@@ -153,15 +146,15 @@ def raw_openvino(path: Path, hint: str, seconds: float) -> dict[str, Any]:
     child.start()
     fps, latencies, requests = out.get(timeout=600)
     child.join()
-    return _latency_row("raw", f"openvino {hint.lower()} hint, {requests} request"
+    return latency_row("raw", f"openvino {hint.lower()} hint, {requests} request"
                         f"{'s' if requests > 1 else ''}", fps, np.array(latencies) / 1e6)
 
 
 def run_aip(specs: list[Any], video: Path, mode: str, label: str, *,
             subset: bool = True) -> dict[str, Any]:
-    from aip.manager import Pipeline
+    from aip.pipeline import Pipeline
     from aip.results import FrameResult
-    from aip.sources import VideoFileSource
+    from aip.io.sources import VideoFileSource
 
     with VideoFileSource(video) as source, Pipeline(specs, mode=mode, conf=CONF) as pipeline:
         frames = iter(source)
@@ -173,7 +166,7 @@ def run_aip(specs: list[Any], video: Path, mode: str, label: str, *,
         metrics = pipeline.metrics
     steady = results[WARMUP_FRAMES:]
     span = (steady[-1].t_done_ns - steady[0].t_done_ns) / 1e9
-    row = _latency_row("aip", label, (len(steady) - 1) / span,
+    row = latency_row("aip", label, (len(steady) - 1) / span,
                        np.array([r.end_to_end_ms for r in steady]),
                        infer_p50_ms=float(np.percentile([r.inference_ms for r in steady], 50)),
                        frames=metrics.frames_ordered, manager_cpu_pct=metrics.manager_cpu_pct)
@@ -188,8 +181,8 @@ def run_aip(specs: list[Any], video: Path, mode: str, label: str, *,
 def run(frames: int = 150, model: str | None = None, seconds: float = 8.0,
         only: str | None = None) -> dict[str, Any]:
     from aip.backends import BackendSpec
-    from aip.models import RandomWeightsWarning, export, resolve_model
-    from aip.samples import sample_video
+    from aip.vision.models import RandomWeightsWarning, export, resolve_model
+    from aip.io.samples import sample_video
 
     warnings.simplefilter("ignore", RandomWeightsWarning)  # said once below instead
     source = resolve_model(model)

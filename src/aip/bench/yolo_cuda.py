@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from aip.bench.report import format_table, write_json
+from aip.bench.report import format_table, latency_row, write_json
 
 COLUMNS = ["system", "config", "fps", "p50_ms", "p99_ms", "gpu_util_pct", "cpu_pct", "bottleneck"]
 STAGE_COLUMNS = ["precision", "decode_ms", "preprocess_ms", "h2d_pageable_ms", "h2d_pinned_ms",
@@ -352,10 +352,10 @@ def stage_times(model: Any, video: Path, plan: Plan, half: bool) -> dict[str, An
     """
     import torch
 
-    from aip.models import load_torch_model
-    from aip.postprocess import postprocess
-    from aip.preprocess import Preprocessor
-    from aip.sources import VideoFileSource
+    from aip.vision.models import load_torch_model
+    from aip.vision.postprocess import postprocess
+    from aip.vision.preprocess import Preprocessor
+    from aip.io.sources import VideoFileSource
 
     device = plan.device
     cuda = device == "cuda"
@@ -441,8 +441,7 @@ def raw_network(model: Any, plan: Plan, half: bool, graph: bool) -> dict[str, An
     """The network alone on a tensor already on the device, one frame at a time, synchronised."""
     import torch
 
-    from aip.bench.yolo import _latency_row
-    from aip.models import load_torch_model
+    from aip.vision.models import load_torch_model
 
     device = plan.device
     cuda = device == "cuda"
@@ -473,14 +472,13 @@ def raw_network(model: Any, plan: Plan, half: bool, graph: bool) -> dict[str, An
                 torch.cuda.synchronize()
             latencies.append((time.perf_counter() - t0) * 1e3)
         span = time.perf_counter() - start
-    return _latency_row("raw", label, len(latencies) / span, np.array(latencies))
+    return latency_row("raw", label, len(latencies) / span, np.array(latencies))
 
 
 def ultralytics_gpu(model: Any, video: Path, plan: Plan, half: bool, sampler: GpuSampler) -> dict[str, Any]:
     """``predict(stream=True)`` on the GPU (a dry run: on the CPU, fp32)."""
     from ultralytics import YOLO
 
-    from aip.bench.yolo import _latency_row
 
     yolo = YOLO(str(model), task="detect")
     extra: dict[str, Any] = {"device": 0, "half": half} if plan.device == "cuda" else {"device": "cpu"}
@@ -500,7 +498,7 @@ def ultralytics_gpu(model: Any, video: Path, plan: Plan, half: bool, sampler: Gp
     span = (times[-1] - times[warm]) / 1e9
     median_speeds = {name: _median_ms(values[warm:]) for name, values in speeds.items()}
     label = f".pt {_precision(half, plan)} imgsz {max(plan.imgsz)} (rect {plan.imgsz[0]}x{plan.imgsz[1]})"
-    return _latency_row("ultralytics", label, (len(times) - 1 - warm) / span, np.array(latencies[warm:]),
+    return latency_row("ultralytics", label, (len(times) - 1 - warm) / span, np.array(latencies[warm:]),
                         cpu_pct=100 * cpu_s / ((times[-1] - times[0]) / 1e9),
                         bottleneck=ultralytics_hint(median_speeds),
                         **{f"{name}_ms": ms for name, ms in median_speeds.items()}, **sampler.summary())
@@ -511,10 +509,9 @@ def aip_row(specs: list[Any], video: Path, mode: str, label: str, sampler: GpuSa
             calibration_s: float | None) -> dict[str, Any]:
     """One pipeline over the video: its row with GPU samples, stage medians and a hint;
     calibrated first (``calibration_s`` per phase) unless that is None."""
-    from aip.bench.yolo import _latency_row
-    from aip.manager import Pipeline
+    from aip.pipeline import Pipeline
     from aip.results import FrameResult
-    from aip.sources import VideoFileSource
+    from aip.io.sources import VideoFileSource
 
     with VideoFileSource(video) as source, Pipeline(specs, mode=mode, conf=CONF, iou=IOU) as pipeline:
         frames = iter(source)
@@ -530,7 +527,7 @@ def aip_row(specs: list[Any], video: Path, mode: str, label: str, sampler: GpuSa
     warm = min(WARMUP_FRAMES, len(results) - 2)
     steady = results[warm:]
     span = (steady[-1].t_done_ns - steady[0].t_done_ns) / 1e9
-    row = _latency_row("aip", label, (len(steady) - 1) / span, np.array([r.end_to_end_ms for r in steady]),
+    row = latency_row("aip", label, (len(steady) - 1) / span, np.array([r.end_to_end_ms for r in steady]),
                        workers=len(specs), frames=metrics.frames_ordered,
                        cpu_pct=metrics.manager_cpu_pct, manager_cpu_pct=metrics.manager_cpu_pct,
                        **_pipeline_stages(steady), **sampler.summary())
@@ -565,8 +562,8 @@ def run(frames: int | None = None, model: str | None = None, seconds: float = 3.
         time_budget_s: float | None = None, json_path: str | None = None) -> dict[str, Any]:
     """Every row of the cuda plan (see the module); the document ``--json`` writes."""
     check_gpu(dry_run)
-    from aip.models import RandomWeightsWarning, export, resolve_model
-    from aip.samples import sample_video
+    from aip.vision.models import RandomWeightsWarning, export, resolve_model
+    from aip.io.samples import sample_video
 
     started = time.monotonic()
     plan = Plan(dry_run=dry_run, frames=frames or (DRY_FRAMES if dry_run else GPU_FRAMES),

@@ -25,10 +25,10 @@ from aip.backends.base import BackendSpec
 from aip.cluster.assign import assign_streams
 from aip.cluster.node import NodeActor, NodeError, NodeInfo, StreamDone
 from aip.cluster.wire import ENCODINGS, encode_frame
-from aip.metrics import Metrics, StreamMetrics
-from aip.reorder import DuplicateFrameError, Gap, ReorderBuffer
+from aip.pipeline.metrics import Metrics, StreamMetrics
+from aip.pipeline.reorder import DuplicateFrameError, Gap, ReorderBuffer
 from aip.results import FrameResult
-from aip.sources import close_quietly
+from aip.io.sources import close_quietly
 
 log = logging.getLogger("aip.cluster")
 
@@ -551,7 +551,7 @@ class Cluster:
 
     def _run_frames(self, streams: dict[str, _Stream], metrics: Metrics,
                     start_ns: int) -> Iterator[FrameResult | Gap]:
-        from aip.sources import open_source
+        from aip.io.sources import open_source
 
         for stream in streams.values():
             if isinstance(stream.source, (str, Path, int)):
@@ -646,7 +646,7 @@ def _frames_of(source: Any) -> Iterator[tuple[np.ndarray, int]]:
 
 
 def _is_live(spec: str) -> bool:
-    from aip.sources import STREAM_SCHEMES
+    from aip.io.sources import STREAM_SCHEMES
 
     return spec.isdigit() or spec.lower().startswith(STREAM_SCHEMES)
 

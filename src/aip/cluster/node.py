@@ -39,8 +39,8 @@ import numpy as np
 
 from aip.backends.base import BackendSpec
 from aip.cluster.wire import decode_frame
-from aip.metrics import Metrics
-from aip.reorder import Gap
+from aip.pipeline.metrics import Metrics
+from aip.pipeline.reorder import Gap
 from aip.results import FrameResult
 
 log = logging.getLogger("aip.cluster")
@@ -265,7 +265,7 @@ class NodeActor:
         from a lost node starts where the client's results stopped (a live
         one just goes on).
         """
-        from aip.sources import open_source
+        from aip.io.sources import open_source
 
         self._check_running()
         source = open_source(spec)

@@ -35,11 +35,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from aip.pipeline.pool import WorkerPool
-    from aip.pipeline.streams import Stream
     from aip.pipeline.targets import Targets
 
 log = logging.getLogger("aip.pipeline")
@@ -64,6 +64,30 @@ SERVICE_EWMA = 0.1
 RECHECK_S = 0.002
 # Longest it sleeps with nothing pending (a new frame wakes it at once).
 IDLE_S = 0.1
+
+
+class _Share(Protocol):
+    @property
+    def priority(self) -> float: ...
+    @property
+    def policy(self) -> str: ...
+
+
+class Stream(Protocol):
+    """What the admission needs of a live stream (:class:`aip.pipeline.streams.Stream`
+    is one): its pending frames, its service credit, and a way to serve one.
+    A protocol, so that streams import the admission and not the reverse."""
+
+    name: str
+    pending: deque[tuple[int, Any]]  # (stream frame id, GrabbedFrame), oldest first
+    credit: float
+    finished: bool
+
+    @property
+    def options(self) -> _Share: ...
+
+    def serve_grabbed(self, pool: WorkerPool, targets: Targets, ids: Iterator[int],
+                      stream_frame_id: int, grabbed: Any) -> None: ...
 
 
 class Admission:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aip.metrics import Metrics
+from aip.pipeline.metrics import Metrics
 from aip.pipeline.loop import RunLoop
 from aip.pipeline.streams import Stream, StreamOptions
 from aip.pipeline.targets import Targets

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aip.pipeline.admission import Admission
 
-from aip.metrics import Metrics, StreamMetrics
+from aip.pipeline.metrics import Metrics, StreamMetrics
 from aip.pipeline.streams import Stream, StreamEvent
 from aip.pipeline.targets import Targets
-from aip.reorder import DuplicateFrameError, Gap
+from aip.pipeline.reorder import DuplicateFrameError, Gap
 from aip.results import FrameResult
 from aip.pipeline.pool import FailedFrame, WorkerPool
-from aip.worker import RESULT_FAILED, RESULT_LATE
+from aip.pipeline.protocol import RESULT_FAILED, RESULT_LATE
 
 # Longest the loop sleeps waiting for results before it looks at the
 # workers, the streams and the clock again. Short enough to notice a dead

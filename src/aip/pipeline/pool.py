@@ -28,22 +28,26 @@ from typing import Any
 import numpy as np
 
 from aip.backends.base import BackendSpec, prepare
-from aip.pipeline.frames import SlotFrames, check_frame_shape, slot_bytes_for
-from aip.worker import WorkerConfig, result_dtype, worker_main
+from aip.errors import EXIT_BACKEND, EXIT_RUNTIME, AipError
+from aip.pipeline.protocol import SlotFrames, check_frame_shape, result_dtype, slot_bytes_for
+from aip.pipeline.worker import WorkerConfig, worker_main
 
 log = logging.getLogger("aip.pipeline")
 
 
-class WorkerError(RuntimeError):
+class WorkerError(AipError, RuntimeError):
     """A worker failed; the message carries its traceback.
 
     ``worker`` is the index (into the pipeline's backends) of the worker that
-    failed to start, when the error is about one; else None.
+    failed to start, when the error is about one; else None. A worker that
+    cannot start could not load its backend (runtime, device or model): that
+    ends ``aip`` with the backend code.
     """
 
     def __init__(self, message: str, *, worker: int | None = None) -> None:
         super().__init__(message)
         self.worker = worker
+        self.exit_code = EXIT_RUNTIME if worker is None else EXIT_BACKEND
 
 
 @dataclass

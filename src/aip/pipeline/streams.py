@@ -50,17 +50,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aip.credentials import redact
-from aip.metrics import StreamMetrics
-from aip.reorder import ReorderBuffer
+from aip.errors import EXIT_SOURCE, AipError
+from aip.io.credentials import redact
+from aip.pipeline.metrics import StreamMetrics
+from aip.pipeline.reorder import ReorderBuffer
 from aip.results import FrameResult
 from aip.pipeline.targets import Targets
-from aip.sources import close_quietly
+from aip.io.sources import close_quietly
 
 if TYPE_CHECKING:
     from aip.pipeline.admission import Admission
     from aip.pipeline.pool import WorkerPool
-    from aip.sources import GrabbedFrame
+    from aip.io.sources import GrabbedFrame
 
 log = logging.getLogger("aip.pipeline")
 
@@ -88,9 +89,11 @@ class StreamEvent:
     t_ns: int = field(default_factory=time.perf_counter_ns)
 
 
-class StreamError(RuntimeError):
+class StreamError(AipError, RuntimeError):
     """Streams were evicted during the run; raised once every result of
     every stream has been delivered. ``events`` are their eviction events."""
+
+    exit_code = EXIT_SOURCE
 
     def __init__(self, events: list[StreamEvent]) -> None:
         self.events = events

@@ -21,11 +21,11 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from aip.scheduler import NoLiveBackendError
+from aip.pipeline.scheduler import NoLiveBackendError
 
 if TYPE_CHECKING:
     from aip.pipeline.pool import WorkerPool
-    from aip.scheduler import Scheduler
+    from aip.pipeline.scheduler import Scheduler
 
 # Weight of a new per-frame service time in a worker's running mean.
 SERVICE_EWMA = 0.2

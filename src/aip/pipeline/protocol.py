@@ -1,4 +1,7 @@
-"""How a frame sits in its slot: a 64-byte header, then its pixels.
+"""The manager/worker contract: how a frame sits in its slot, and the
+record a worker sends back for it.
+
+A slot holds a 64-byte header, then the frame's pixels.
 
 Streams may have frames of different sizes. Every slot is sized for the
 largest frame the pipeline takes (``max_frame_shape``), and each frame
@@ -72,3 +75,31 @@ class SlotFrames:
         """Drop the views, so that the segment can be unmapped."""
         self.headers = []
         self._pixels = []
+
+
+# The result record: one per frame, through the ResultRing.
+RESULT_OK = 0
+RESULT_LATE = 1  # claimed after its deadline: skipped, not run
+RESULT_FAILED = 2  # raised in every worker that tried it (max_attempts): given up
+
+
+def result_dtype(max_detections: int) -> np.dtype[Any]:
+    """The fixed-size record a worker sends for each frame."""
+    return np.dtype(
+        [
+            ("frame_id", "<u8"),  # the slot's frame id: unique over the pipeline's life
+            ("worker", "<u4"),
+            ("status", "<u4"),  # RESULT_OK, RESULT_LATE or RESULT_FAILED
+            ("n_detections", "<u4"),
+            ("stream", "<u4"),  # from the frame's header
+            ("batch_size", "<u4"),  # frames in the inference call that did it
+            ("_pad", "<u4"),
+            ("stream_frame_id", "<u8"),
+            ("t_capture_ns", "<i8"),
+            ("t_publish_ns", "<i8"),  # the frame was published into its slot (ingest)
+            ("t_claim_ns", "<i8"),  # this worker claimed it
+            ("t_infer_start_ns", "<i8"),  # preprocessing starts (of the whole batch)
+            ("t_infer_end_ns", "<i8"),  # postprocessing done (of the whole batch)
+            ("detections", "<f4", (max_detections, 6)),  # x1 y1 x2 y2 score class
+        ]
+    )

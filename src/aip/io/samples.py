@@ -80,7 +80,7 @@ def make_video(path: Path, count: int = VIDEO_FRAMES, hw: tuple[int, int] = VIDE
 
 def sample_video(count: int = 120, cache_dir: Path | None = None) -> Path:
     """The cached sample video of ``count`` 640x480 frames, made on first use."""
-    from aip.models import default_cache_dir
+    from aip.vision.models import default_cache_dir
 
     directory = cache_dir or default_cache_dir().parent / "samples"
     kind = "photos" if ultralytics_asset("bus.jpg") else "shapes"

@@ -129,7 +129,7 @@ def parse_imgsz(
 def default_cache_dir() -> Path:
     """``models`` in aip's cache folder (``$AIP_CACHE_DIR``, else ``~/.cache/aip``),
     resolved at call time, never at import."""
-    from aip.calibrate import cache_dir
+    from aip.cache import cache_dir
 
     return cache_dir() / "models"
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from aip.credentials import redact
+from aip.io.credentials import redact
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -530,7 +530,7 @@ def open_source(spec: str | int | Path, **options: Any) -> FrameSource:
     """Open a source by what ``spec`` is.
 
     - ``"synthetic"`` or ``"synthetic:WxH"`` (e.g. ``"synthetic:640x480"``): :class:`SyntheticSource`;
-    - ``"sample"`` or ``"sample:FRAMES"``: the sample video of :mod:`aip.samples`;
+    - ``"sample"`` or ``"sample:FRAMES"``: the sample video of :mod:`aip.io.samples`;
     - an int or a string of digits: that camera (:class:`StreamSource`);
     - ``rtsp://``, ``rtmp://``, ``http(s)://``, ... URLs: :class:`StreamSource`;
     - a directory: :class:`ImageFolderSource`;
@@ -552,7 +552,7 @@ def open_source(spec: str | int | Path, **options: Any) -> FrameSource:
         width, height = int(match[1]), int(match[2])
         return SyntheticSource((height, width, 3), **options)
     if text == "sample" or text.startswith("sample:"):
-        from aip.samples import sample_video
+        from aip.io.samples import sample_video
 
         count = text.partition(":")[2] or "120"
         if not count.isdigit() or int(count) < 1:

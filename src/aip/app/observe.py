@@ -11,7 +11,7 @@ metrics and a health endpoint.
                         /metrics   Prometheus text (PipelineCollector, read at scrape time)
                         /healthz   200 or 503 and a JSON body (health)
 
-Stream names leave the process redacted (:mod:`aip.credentials`): a stream
+Stream names leave the process redacted (:mod:`aip.io.credentials`): a stream
 named by a URL with a password in it shows ``rtsp://***@host/...`` here.
 
 Nothing here writes to the pipeline: it reads the counters the run loop
@@ -33,13 +33,13 @@ from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, TextIO
 
-from aip.credentials import redact, redacted_names
+from aip.io.credentials import redact, redacted_names
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
 
-    from aip.metrics import LatencyStats
+    from aip.pipeline.metrics import LatencyStats
     from aip.pipeline import Pipeline
 
 __all__ = [
@@ -146,7 +146,7 @@ class PipelineCollector:
     backend), and gauges for FPS, slots, workers and the state.
 
     Register it anywhere: ``prometheus_client.REGISTRY.register(PipelineCollector(p))``.
-    Counters start again at zero with each run (a new :class:`~aip.metrics.Metrics`):
+    Counters start again at zero with each run (a new :class:`~aip.pipeline.metrics.Metrics`):
     Prometheus' ``rate()`` treats that as a counter reset.
     """
 

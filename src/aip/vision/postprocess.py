@@ -183,7 +183,7 @@ def scale_boxes_to_frame(
 ) -> np.ndarray:
     """Map ``[x1, y1, x2, y2, ...]`` rows from the letterboxed input back to the frame, in place.
 
-    ``params`` is ``aip.preprocess.letterbox_params(h, w, H, W)`` for the
+    ``params`` is ``aip.vision.preprocess.letterbox_params(h, w, H, W)`` for the
     frame's ``(h, w)``. Like ultralytics' ``scale_boxes``: subtract the
     padding, divide by the per-axis gain (``new_w / w``, ``new_h / h``, which
     differ slightly after rounding), clip to the frame. Returns

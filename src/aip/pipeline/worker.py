@@ -11,7 +11,7 @@ manager's SlotTable and ResultRing by name, builds and loads its backend
 The result is put before the slot is released, so a frame is never
 reported free before its result exists. Frames may differ in size (many
 streams): each says its own in the header in front of its pixels
-(:mod:`aip.pipeline.frames`), and the worker keeps one preprocessor per size. A worker that finds its manager
+(:mod:`aip.pipeline.protocol`), and the worker keeps one preprocessor per size. A worker that finds its manager
 gone exits instead of lingering; any exception is sent to the manager as
 traceback text before the process exits non-zero.
 """
@@ -28,36 +28,11 @@ from typing import Any
 import numpy as np
 
 from aip.backends.base import BackendSpec, create
-
-RESULT_OK = 0
-RESULT_LATE = 1  # claimed after its deadline: skipped, not run
-RESULT_FAILED = 2  # raised in every worker that tried it (max_attempts): given up
+from aip.pipeline.protocol import RESULT_FAILED, RESULT_LATE, RESULT_OK, result_dtype
 
 # How long a blocked claim or put waits before checking that the manager
 # still exists: the bound on how long an orphaned worker can linger.
 PARENT_CHECK_S = 0.5
-
-
-def result_dtype(max_detections: int) -> np.dtype[Any]:
-    """The fixed-size record a worker sends for each frame."""
-    return np.dtype(
-        [
-            ("frame_id", "<u8"),  # the slot's frame id: unique over the pipeline's life
-            ("worker", "<u4"),
-            ("status", "<u4"),  # RESULT_OK, RESULT_LATE or RESULT_FAILED
-            ("n_detections", "<u4"),
-            ("stream", "<u4"),  # from the frame's header
-            ("batch_size", "<u4"),  # frames in the inference call that did it
-            ("_pad", "<u4"),
-            ("stream_frame_id", "<u8"),
-            ("t_capture_ns", "<i8"),
-            ("t_publish_ns", "<i8"),  # the frame was published into its slot (ingest)
-            ("t_claim_ns", "<i8"),  # this worker claimed it
-            ("t_infer_start_ns", "<i8"),  # preprocessing starts (of the whole batch)
-            ("t_infer_end_ns", "<i8"),  # postprocessing done (of the whole batch)
-            ("detections", "<f4", (max_detections, 6)),  # x1 y1 x2 y2 score class
-        ]
-    )
 
 
 @dataclass(frozen=True)
@@ -77,7 +52,7 @@ class WorkerConfig:
 
 def worker_main(config: WorkerConfig, events: Any) -> None:
     """Process entry point: run, and report any failure as text."""
-    from aip.models import RandomWeightsWarning
+    from aip.vision.models import RandomWeightsWarning
 
     # The manager said it once when it prepared the model; not once per worker.
     warnings.filterwarnings("ignore", category=RandomWeightsWarning)
@@ -94,7 +69,7 @@ def worker_main(config: WorkerConfig, events: Any) -> None:
 
 
 def run_worker(config: WorkerConfig, events: Any) -> None:
-    from aip.pipeline.frames import SlotFrames
+    from aip.pipeline.protocol import SlotFrames
     from aip.ring import ANY_WORKER, Closed, ResultRing, SlotStateError, SlotTable
 
     parent = os.getppid()
@@ -103,7 +78,7 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
     backend = create(config.spec)
     backend.load()
     frames = SlotFrames(table, config.max_frame_shape)
-    infer = _inference(backend, config)
+    infer = _Inference(backend, config)
     batch = infer.batch
     waiter = BatchWait(config.spec.options.get("max_wait_ms"))
     # One frame (and one full batch) through the whole path before reporting
@@ -337,8 +312,8 @@ class _Inference:
     through one inference call for the whole batch."""
 
     def __init__(self, backend: Any, config: WorkerConfig) -> None:
-        from aip.postprocess import postprocess
-        from aip.preprocess import Preprocessor
+        from aip.vision.postprocess import postprocess
+        from aip.vision.preprocess import Preprocessor
 
         self.backend = backend
         self.config = config
@@ -378,7 +353,3 @@ class _Inference:
         config = self.config
         return self._postprocess(raw, frame_hw, letterbox, config.conf, config.iou,
                                  max_det=config.max_detections)
-
-
-def _inference(backend: Any, config: WorkerConfig) -> _Inference:
-    return _Inference(backend, config)

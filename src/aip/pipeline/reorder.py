@@ -9,27 +9,13 @@ silently vanished cannot make the buffer grow without limit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
+
+from aip.results import Gap
 
 __all__ = ["DuplicateFrameError", "Gap", "ReorderBuffer", "ReorderOverflowError"]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """Stands in the output for a frame that has no result.
-
-    ``reason`` is what the caller passed to :meth:`ReorderBuffer.mark_gap`
-    (e.g. ``"dropped"``), ``"overflow"`` when the buffer gave up waiting for
-    the frame, or ``"lost"`` when :meth:`ReorderBuffer.flush` found it missing.
-    ``stream`` names the stream it belongs to (the buffer's ``stream``).
-    """
-
-    frame_id: int
-    reason: str
-    stream: str = ""
 
 
 class DuplicateFrameError(ValueError):

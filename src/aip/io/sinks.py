@@ -1,7 +1,7 @@
 """Where ordered results go: JSON Lines, an annotated video, or a Python callback.
 
 Every sink takes :meth:`write` once per frame, in frame order, with either a
-:class:`aip.results.FrameResult` or a :class:`aip.reorder.Gap` (a frame
+:class:`aip.results.FrameResult` or a :class:`aip.results.Gap` (a frame
 dropped or lost), and :meth:`close` at the end; each is a context manager.
 """
 
@@ -15,9 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from aip.credentials import redact
-from aip.reorder import Gap
-from aip.results import FrameResult
+from aip.io.credentials import redact
+from aip.results import FrameResult, Gap
 
 __all__ = ["AnnotatedVideoSink", "CallbackSink", "JsonLinesSink", "Sink"]
 
@@ -58,7 +57,7 @@ class JsonLinesSink(_SinkBase):
     "dropped": reason}`` (reason: dropped, late, lost, ...).
 
     Lines are flushed as written, so a crash loses at most the line in progress.
-    The stream's name is written redacted (:func:`aip.credentials.redact`): a
+    The stream's name is written redacted (:func:`aip.io.credentials.redact`): a
     stream named by its URL writes ``rtsp://***@host/...``, never a password.
     """
 

@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
-from aip.scheduler import integer_weights
+from aip.cache import cache_dir
+from aip.pipeline.scheduler import integer_weights
 
 __all__ = [
     "CalibrationKey",
@@ -57,7 +58,7 @@ _CACHE_VERSION: Final = 1
 # in all) means the cache no longer describes this machine: measure again.
 PROBE_TOLERANCE: Final = 0.25
 
-log = logging.getLogger("aip.calibrate")
+log = logging.getLogger("aip.pipeline")
 
 
 def machine_fingerprint() -> str:
@@ -76,13 +77,6 @@ def machine_fingerprint() -> str:
 def default_cache_path() -> Path:
     """``calibration.json`` in :func:`cache_dir` (resolved at call time, never at import)."""
     return cache_dir() / "calibration.json"
-
-
-def cache_dir() -> Path:
-    """aip's cache folder: ``$AIP_CACHE_DIR`` when set (tests point it at a
-    temporary folder), else ``~/.cache/aip``."""
-    configured = os.environ.get("AIP_CACHE_DIR")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "aip"
 
 
 @dataclass(frozen=True)
@@ -164,7 +158,7 @@ def weights_from_measurements(
     """Derive weights from the ``together`` throughputs; keep ``alone`` for reference.
 
     A backend with zero together-throughput gets no weight (see
-    :func:`aip.scheduler.integer_weights`, which ``max_cycle`` and ``tolerance`` tune).
+    :func:`aip.pipeline.scheduler.integer_weights`, which ``max_cycle`` and ``tolerance`` tune).
     """
     if set(alone) != set(together):
         raise ValueError(

@@ -28,17 +28,18 @@ from aip.backends.base import (
     REGISTRY,
     BackendSpec,
     BackendUnavailable,
+    available_backends,
     check_available,
     prepare,
     usable_cores,
 )
-from aip.config import fraction, nonnegative_int, positive_float, positive_int
-from aip.credentials import install_log_redaction, redact, stream_name
+from aip.app.config import fraction, nonnegative_int, positive_float, positive_int
+from aip.io.credentials import install_log_redaction, redact, stream_name
 from aip.errors import AipError, SourceError, exit_code, exit_codes_help
 from aip.pipeline.streams import POLICIES
 
 if TYPE_CHECKING:
-    from aip.manager import Pipeline
+    from aip.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +80,6 @@ def _value(text: str) -> Any:
         except ValueError:
             pass
     return text
-
-
-def available_backends() -> dict[str, str | None]:
-    """Every registered backend -> None if it runs here, else why not."""
-    reasons: dict[str, str | None] = {}
-    for name in REGISTRY:
-        try:
-            check_available(BackendSpec(name))
-            reasons[name] = None
-        except (BackendUnavailable, ImportError, ValueError) as error:
-            reasons[name] = str(error)
-    return reasons
 
 
 def rect_imgsz(frame_hw: tuple[int, int], long_side: int = 640, stride: int = 32) -> tuple[int, int]:
@@ -154,7 +143,7 @@ def start_pipeline(args: argparse.Namespace, frame_shape: tuple[int, int, int],
     the run goes on with the rest (the cores it would have used go to CPU
     workers); it is an error only when none is left.
     """
-    from aip.manager import Pipeline, WorkerError
+    from aip.pipeline import Pipeline, WorkerError
 
     options: dict[str, Any] = {"imgsz": args.imgsz or rect_imgsz((frame_shape[0], frame_shape[1]))}
     if args.model:
@@ -215,14 +204,14 @@ def _imgsz(text: str) -> tuple[int, int]:
 def cmd_backends(args: argparse.Namespace) -> int:
     for name, reason in available_backends().items():
         print(f"{name:8} {'available' if reason is None else 'unavailable: ' + reason}")
-    from aip.doctor import openvino_devices_line
+    from aip.app.doctor import openvino_devices_line
 
     print(openvino_devices_line())
     return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from aip.doctor import main as doctor_main
+    from aip.app.doctor import main as doctor_main
 
     return doctor_main(clean=args.clean)
 
@@ -232,7 +221,7 @@ def read_streams_file(path: str) -> tuple[list[str], list[dict[str, Any]]]:
     options after it (``rtsp://cam/1 name=door priority=2``: the keys of a
     config file's ``[[streams]]`` table); blank lines and ``#`` comments
     skipped. Returns the sources and their ``add_stream`` options."""
-    from aip.config import stream_tables
+    from aip.app.config import stream_tables
 
     tables: list[dict[str, Any]] = []
     with open(path, encoding="utf-8") as lines:
@@ -264,9 +253,9 @@ def _number_or_text(text: str) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from aip.observe import MetricsServer, ProgressDisplay
-    from aip.sinks import AnnotatedVideoSink, JsonLinesSink
-    from aip.sources import open_source
+    from aip.app.observe import MetricsServer, ProgressDisplay
+    from aip.io.sinks import AnnotatedVideoSink, JsonLinesSink
+    from aip.io.sources import open_source
 
     per_stream: list[dict[str, Any]] = list(getattr(args, "stream_options", []))  # a config's [[streams]]
     per_stream += [{} for _ in range(len(args.sources) - len(per_stream))]
@@ -356,7 +345,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def default_stream_names(specs: Sequence[str], per_stream: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     """Each source's stream name: the ``name`` its config table gives, else
-    :func:`aip.credentials.stream_name` (``10.0.0.5:554/stream1``, ``clip.mp4``,
+    :func:`aip.io.credentials.stream_name` (``10.0.0.5:554/stream1``, ``clip.mp4``,
     ``camera0``: never a URL's user, password or query), distinct from the others."""
     given = [per_stream[i].get("name") if i < len(per_stream) else None for i in range(len(specs))]
     taken = [str(name) for name in given if name is not None]
@@ -372,8 +361,8 @@ def default_stream_names(specs: Sequence[str], per_stream: Sequence[Mapping[str,
 def cmd_run_cluster(args: argparse.Namespace, specs: list[str]) -> int:
     """``aip run ... --cluster tcp://HOST:8786``: the same run over a Dask cluster's nodes."""
     from aip.cluster import Cluster
-    from aip.sinks import JsonLinesSink
-    from aip.sources import open_source
+    from aip.io.sinks import JsonLinesSink
+    from aip.io.sources import open_source
 
     if not args.backend:
         raise ValueError("--cluster needs the backends of each node: -b SPEC (repeat for more), "
@@ -451,7 +440,7 @@ def open_sources(specs: Sequence[str], args: argparse.Namespace) -> list[Any]:
     others are closed again) as a :class:`SourceError`."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from aip.sources import close_quietly
+    from aip.io.sources import close_quietly
 
     attempts = None if args.reconnect_forever else args.max_reconnects
     with ThreadPoolExecutor(max_workers=max(1, min(OPEN_THREADS, len(specs)))) as pool:
@@ -477,7 +466,7 @@ def _open_source(spec: str, timeout_s: float, max_reconnects: int | None) -> Any
     (None: forever) with the same back-off.
     """
     from aip.pipeline.streams import reconnect_delay
-    from aip.sources import STREAM_SCHEMES, open_source
+    from aip.io.sources import STREAM_SCHEMES, open_source
 
     is_stream = spec.isdigit() or spec.lower().startswith(STREAM_SCHEMES)
     failures = 0
@@ -536,8 +525,8 @@ def _policies_line(pipeline: Any, on_full: str | None) -> str:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from aip.calibrate import cached_entries, default_cache_path, format_result
-    from aip.sources import open_source
+    from aip.pipeline.calibration_cache import cached_entries, default_cache_path, format_result
+    from aip.io.sources import open_source
 
     if args.show:
         path = default_cache_path()
@@ -562,7 +551,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from aip.models import export
+    from aip.vision.models import export
 
     for fmt in args.format:
         path = export(args.model, fmt, args.imgsz or (640, 640), half=args.half)
@@ -694,7 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "config", None):
-            from aip.config import apply
+            from aip.app.config import apply
 
             args = apply(args, argv, build_parser)
         return int(args.handler(args))

@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 
 import numpy as np
 
-from aip.credentials import redacted_names
+from aip.io.credentials import redacted_names
 
 __all__ = ["BackendMetrics", "LatencyStats", "Metrics", "StreamMetrics"]
 
@@ -392,7 +392,7 @@ class Metrics:
 
 
 def _by_redacted_name(items: dict[str, _T]) -> dict[str, _T]:
-    """``items`` keyed by their names redacted (aip.credentials), still distinct."""
+    """``items`` keyed by their names redacted (aip.io.credentials), still distinct."""
     items = dict(items)  # one look: the run loop may add a stream meanwhile
     return dict(zip(redacted_names(items), items.values()))
 

@@ -131,7 +131,7 @@ def segment_lines(segments: Sequence[SegmentInfo]) -> list[str]:
 def report(*, clean: bool = False, backends: Callable[[], dict[str, str | None]] | None = None) -> str:
     """The doctor's screen; with ``clean``, stale segments are removed first."""
     import aip
-    from aip.cli import available_backends
+    from aip.backends import available_backends
 
     listed = (backends or available_backends)()
 
