@@ -21,9 +21,9 @@
 #      Cython and CMake from the machine), else with build isolation.
 #   2. machine (machine.txt): date, nvidia-smi, python, torch, CUDA, cuDNN,
 #      the versions of every package the run uses, `aip backends`.
-#   3. tests (tests.log, tests.xml): tests/unit/test_cuda.py,
+#   3. tests (tests.log, tests.xml): tests/integration/test_cuda.py,
 #      tests/stress/test_pipeline_cuda.py, the cuda test of
-#      tests/unit/test_backends_real.py and the CPU-side tests of the tuning
+#      tests/integration/test_backends_real.py and the CPU-side tests of the tuning
 #      options and the GPU benchmark, with AIP_REQUIRE_CUDA=1: without a GPU
 #      the cuda tests fail instead of skipping (not in a dry run).
 #   4. benchmark (bench.log, bench_yolo.json):
@@ -184,9 +184,10 @@ if [[ $rc -ne 0 ]]; then fail machine "$rc"; fi
 
 # 3. tests ------------------------------------------------------------------------------
 note "3/4 tests (tests.log, tests.xml)"
-TESTS=(tests/unit/test_cuda.py tests/stress/test_pipeline_cuda.py
-       "tests/unit/test_backends_real.py::test_cuda_backend_is_available_exactly_where_torch_sees_a_gpu"
-       tests/unit/test_torch_tuning.py tests/unit/test_bench_yolo_cuda.py)
+TESTS=(tests/integration/test_cuda.py tests/stress/test_pipeline_cuda.py
+       "tests/integration/test_backends_real.py::test_cuda_backend_is_available_exactly_where_torch_sees_a_gpu"
+       tests/unit/test_torch_tuning.py tests/integration/test_torch_tuning_cpu.py
+       tests/unit/test_bench_yolo_cuda.py tests/integration/test_bench_yolo_cuda_gpu.py)
 if [[ $DRY_RUN -eq 1 ]]; then REQUIRE=0; else REQUIRE=1; fi
 AIP_REQUIRE_CUDA=$REQUIRE limited "$TESTS_LIMIT" "$PY" -m pytest "${TESTS[@]}" -p no:cacheprovider -rs \
   --timeout 90 --junitxml="$OUT/tests.xml" > "$OUT/tests.log" 2>&1

@@ -7,7 +7,7 @@
 #   bash benchmarks/openvino_check.sh [OUT_DIR]
 #
 # OUT_DIR/devices.txt   what `aip backends` and `aip doctor` see
-# OUT_DIR/tests.log     tests/unit/test_openvino.py and tests/stress/test_openvino_pipeline.py
+# OUT_DIR/tests.log     tests/integration/test_openvino.py and tests/stress/test_openvino_pipeline.py
 # OUT_DIR/yolo.txt      python -m aip.bench yolo --only openvino (CPU rows, side by side)
 # OUT_DIR/DEVICE.txt    per GPU/NPU device: aip run on the sample video with that device
 #                       alone, then with the CPU worker beside it (calibrated; the subset
@@ -23,7 +23,7 @@ PY=.venv-openvino-check/bin/python
 
 { .venv-openvino-check/bin/aip backends; .venv-openvino-check/bin/aip doctor; } > "$OUT/devices.txt" 2>&1 || true
 status=0
-"$PY" -m pytest -q tests/unit/test_openvino.py tests/stress/test_openvino_pipeline.py > "$OUT/tests.log" 2>&1 || status=$?
+"$PY" -m pytest -q tests/integration/test_openvino.py tests/stress/test_openvino_pipeline.py > "$OUT/tests.log" 2>&1 || status=$?
 "$PY" -m aip.bench yolo --only openvino --json "$OUT/yolo.json" > "$OUT/yolo.txt" 2>&1 || status=$?
 
 devices=$("$PY" -c "import openvino; print(' '.join(d for d in openvino.Core().available_devices if d != 'CPU'))")

@@ -1,38 +1,33 @@
+"""What every test shares: a hermetic cache, the segment-leak check, the marks by
+folder, and the seeded model and video of the real-backend tests."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-SHM_DIR = Path("/dev/shm")
+from segment_checks import SESSION_MARK, Snapshot, wait_for_leaks
+
+TESTS = Path(__file__).resolve().parent
+
+# Each folder's kind, as a marker (registered in pyproject.toml), so that
+# ``-m "not build and not stress"`` is the developer's inner loop.
+FOLDER_MARKS = {"integration": "integration", "stress": "stress", "packaging": "build"}
 
 
-def _creator_pid(path: Path) -> int | None:
-    try:
-        with path.open("rb") as segment:
-            header = segment.read(32)
-    except OSError:
-        return None  # unlinked meanwhile
-    # aip_segment_header: magic, version, total_size, generation, creator_pid
-    return int.from_bytes(header[24:28], "little") if len(header) == 32 else None
-
-
-def aip_segments() -> set[str]:
-    """aip's shared-memory segments made by this process that exist now (Linux).
-
-    Only this process's: other programs on the machine may have theirs.
-    """
-    if not SHM_DIR.is_dir():
-        return set()
-    me = os.getpid()
-    return {
-        p.name
-        for p in SHM_DIR.iterdir()
-        if p.name.startswith("aip_") and _creator_pid(p) == me
-    }
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            folder = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue  # a test file given from outside tests/
+        name = FOLDER_MARKS.get(folder)
+        if name is not None and item.get_closest_marker(name) is None:  # keep an explicit mark as written
+            item.add_marker(name)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -49,13 +44,33 @@ def hermetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["AIP_CACHE_DIR"] = previous
 
 
+@pytest.fixture(autouse=True, scope="session")
+def session_mark() -> Iterator[str]:
+    """A mark in the environment of every process this session starts, by which
+    the segment check knows them (see segment_checks)."""
+    mark = uuid.uuid4().hex
+    previous = os.environ.get(SESSION_MARK)
+    os.environ[SESSION_MARK] = mark
+    yield mark
+    if previous is None:
+        os.environ.pop(SESSION_MARK, None)
+    else:
+        os.environ[SESSION_MARK] = previous
+
+
 @pytest.fixture(autouse=True)
-def no_leaked_segments() -> Iterator[None]:
-    """Every test must leave no aip segment behind."""
-    before = aip_segments()
+def no_leaked_segments(session_mark: str) -> Iterator[None]:
+    """Every test must leave no aip segment behind, nor may any process it started.
+
+    Function-scoped, so it is set up after the module- and session-scoped
+    fixtures and torn down before them: the segments those keep for many
+    tests are in the snapshot, never counted against one test.
+    """
+    snapshot = Snapshot.take()
     yield
-    leaked = aip_segments() - before
-    assert not leaked, f"test leaked shared-memory segments: {sorted(leaked)}"
+    leaked = wait_for_leaks(snapshot, session_mark)
+    assert not leaked, "test leaked shared-memory segments: " + ", ".join(
+        f"{segment.name} ({segment.kind}, {segment.reason})" for segment in leaked)
 
 
 # ---- the model and video the real-backend tests share ------------------------------------------

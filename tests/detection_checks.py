@@ -62,3 +62,14 @@ def assert_similar_detections(mine: np.ndarray, expected: np.ndarray, *, min_fra
     assert mine.dtype == np.float32 and mine.ndim == 2 and mine.shape[1] == 6, (mine.dtype, mine.shape)
     fraction, how = similar_detections(mine, expected, min_iou=min_iou, score_rtol=score_rtol)
     assert fraction >= min_fraction, f"{fraction:.1%} matched < {min_fraction:.0%}: {how}"
+
+
+def random_boxes(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered boxes (so many overlap) with scores on a coarse grid (so many tie)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 640, (count // 10 + 1, 2))[rng.integers(0, count // 10 + 1, count)]
+    centres += rng.normal(0, 15, (count, 2))
+    sizes = rng.uniform(20, 200, (count, 2))
+    boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1).astype(np.float32)
+    scores = (rng.integers(1, 20, count) / 20).astype(np.float32)
+    return boxes, scores

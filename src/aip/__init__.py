@@ -10,13 +10,14 @@ from the parts above it in this list):
 - shared memory and contracts: :mod:`aip._core` (compiled), :mod:`aip.ring`,
   :mod:`aip.segments`, :mod:`aip.results`, :mod:`aip.cache`;
 - :mod:`aip.vision`: the model, preprocessing, postprocessing;
-- :mod:`aip.io`: sources, sinks, the sample video, credentials;
+- :mod:`aip.io`: sources, sinks (files, MQTT, webhooks), the sample video, credentials;
+- :mod:`aip.track`: trackers, zones and lines, per stream;
 - :mod:`aip.backends`: one module per runtime;
 - :mod:`aip.pipeline`: the manager and the worker processes;
 - :mod:`aip.cluster`: many servers over Dask;
 - :mod:`aip.bench`: ``python -m aip.bench``;
 - :mod:`aip.app`: the ``aip`` command (``aip bench`` too), config, doctor,
-  live view.
+  live view, the web page and REST API.
 
 ``tests/unit/test_import_graph.py`` holds the package to this order.
 """

@@ -34,12 +34,13 @@ unlinks the segment. A creator that dies without unlinking is covered by
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import numpy.typing as npt
 
 from aip._core import (
     ANY_WORKER,
-    HINT_ANY,
     MAX_WORKER,
     Closed,
     CorruptSegmentError,
@@ -52,6 +53,15 @@ from aip._core import (
     SlotTable,
 )
 from aip._core._segment import SEGMENT_PREFIX
+
+
+def __getattr__(name: str) -> int:
+    # HINT_ANY: ANY_WORKER's older name, still importable.
+    if name == "HINT_ANY":
+        warnings.warn("aip.ring.HINT_ANY is ANY_WORKER's older name: use ANY_WORKER",
+                      DeprecationWarning, stacklevel=2)
+        return int(ANY_WORKER)
+    raise AttributeError(f"module 'aip.ring' has no attribute {name!r}")
 
 
 def slot_arrays(
@@ -79,7 +89,6 @@ def slot_arrays(
 
 __all__ = [
     "ANY_WORKER",
-    "HINT_ANY",
     "MAX_WORKER",
     "SEGMENT_PREFIX",
     "Closed",

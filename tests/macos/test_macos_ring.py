@@ -115,7 +115,7 @@ def test_page_rounded_segments_attach_from_another_process(n_slots: int, frame_s
             SlotTable.create(n_slots=n_slots, slot_bytes=slot_bytes) as table:
         for name in (ring.name, table.name):
             assert shm_file_size(name) % page == 0, "macOS rounds shared memory to whole pages"
-        from aip.ring import HINT_ANY, slot_arrays
+        from aip.ring import ANY_WORKER, slot_arrays
 
         slot = table.acquire_free(timeout=1)
         frame = slot_arrays(table, frame_shape)[slot]
@@ -123,7 +123,7 @@ def test_page_rounded_segments_attach_from_another_process(n_slots: int, frame_s
         expected = int(frame.sum())
         first = float(frame[0, 0])
         del frame
-        table.publish(slot, 1, HINT_ANY)
+        table.publish(slot, 1, ANY_WORKER)
         out = CTX.Queue()
         child = CTX.Process(target=_attach_and_echo, args=(ring.name, table.name, frame_shape, out),
                             daemon=True)

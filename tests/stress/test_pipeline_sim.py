@@ -234,11 +234,11 @@ class _FailingScheduler:
 def test_a_failure_between_acquire_and_publish_hands_the_slot_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import aip.pipeline
+    import aip.pipeline.facade
 
-    real = aip.pipeline.make_scheduler
+    real = aip.pipeline.facade.make_scheduler
     monkeypatch.setattr(
-        aip.pipeline, "make_scheduler",
+        aip.pipeline.facade, "make_scheduler",
         lambda *args, **kwargs: _FailingScheduler(real(*args, **kwargs), at_frame=5),
     )
     with Pipeline([sim(0.001)], mode="pull", n_slots=4) as pipeline:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aip.ring import HINT_ANY, Closed, Empty, ResultRing, SlotTable
+from aip.ring import ANY_WORKER, Closed, Empty, ResultRing, SlotTable
 
 pytestmark = pytest.mark.stress
 
@@ -136,7 +136,7 @@ def claim_until_closed(table_name: str, ring_name: str, worker: int, barrier: An
     barrier.wait()
     try:
         while True:
-            slot = table.claim(HINT_ANY, worker, timeout=JOIN_S)
+            slot = table.claim(ANY_WORKER, worker, timeout=JOIN_S)
             record["seq"] = table.frame_id(slot)
             ring.put(record.tobytes(), timeout=JOIN_S)
             table.release(slot, worker)
@@ -179,7 +179,7 @@ def test_racing_claims_take_each_frame_exactly_once(processes: list[SpawnProcess
 
 def claim_and_hang(table_name: str, worker: int, claimed: Any) -> None:
     table = SlotTable.attach(table_name)
-    table.claim(HINT_ANY, worker, timeout=JOIN_S)
+    table.claim(ANY_WORKER, worker, timeout=JOIN_S)
     claimed.set()
     time.sleep(3600)
 
@@ -194,7 +194,7 @@ def test_dead_workers_slot_is_reclaimed(processes: list[SpawnProcess]) -> None:
         proc.join(JOIN_S)
         [(slot, frame_id)] = table.reclaim(3)
         assert frame_id == 5
-        assert table.claim(0, 4, timeout=0) == slot  # re-hinted to HINT_ANY
+        assert table.claim(0, 4, timeout=0) == slot  # re-hinted to ANY_WORKER
         table.release(slot, 4)
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from aip.ring import HINT_ANY, SlotTable
+from aip.ring import ANY_WORKER, SlotTable
 
 pytestmark = pytest.mark.stress
 
@@ -20,7 +20,7 @@ JOIN_S = 120
 # releases each at once, and reports how often its sleeps were woken.
 WORKER = r"""
 import json, sys
-from aip._core import Closed, HINT_ANY, SlotTable
+from aip._core import Closed, ANY_WORKER, SlotTable
 
 name, worker, hint = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 table = SlotTable.attach(name)
@@ -45,7 +45,7 @@ def run_idle_workers(pull: bool) -> list[dict[str, int]]:
         workers = [
             subprocess.Popen(
                 [sys.executable, "-c", WORKER, table.name, str(i),
-                 str(HINT_ANY if pull else i)],
+                 str(ANY_WORKER if pull else i)],
                 stdout=subprocess.PIPE, text=True,
             )
             for i in range(N_WORKERS)
@@ -57,7 +57,7 @@ def run_idle_workers(pull: bool) -> list[dict[str, int]]:
                 # One slot: this waits until the previous frame was released,
                 # so that every worker is idle again when the next comes.
                 slot = table.acquire_free(timeout=JOIN_S)
-                table.publish(slot, frame_id, HINT_ANY if pull else 0)
+                table.publish(slot, frame_id, ANY_WORKER if pull else 0)
             table.acquire_free(timeout=JOIN_S)  # the last frame is done
             table.shutdown()
             return [json.loads(w.communicate(timeout=JOIN_S)[0].strip()) for w in workers]

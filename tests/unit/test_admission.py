@@ -1,7 +1,7 @@
 """Admission of live frames: freshness first, fair shares, room in the slots.
 
 The admission thread's choice (:meth:`Admission._pick`) and a live
-stream's pending frames (:meth:`Stream._offer`) are tested here on fakes:
+stream's pending frames (:meth:`_LiveFeed._offer`) are tested here on fakes:
 no process, no camera. Real cameras and workers: tests/stress.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from aip.backends import BackendSpec
 from aip.pipeline import Pipeline
 from aip.pipeline.admission import FRESH_SERVICE_TIMES, MAX_LAG, Admission
-from aip.pipeline.streams import PENDING_LIMIT, Stream, StreamOptions, default_policy, is_live
+from aip.pipeline.streams import PENDING_LIMIT, ReaderPolicy, _LiveFeed, Stream, StreamOptions, default_policy, is_live
 from aip.io.sources import GrabbedFrame, SyntheticSource
 
 MS = 1_000_000
@@ -46,8 +46,8 @@ class FakeLive(SyntheticSource):
 
 def make_stream(index: int, priority: float = 1.0, policy: str = "latest") -> Stream:
     return Stream(f"cam{index}", index, None, StreamOptions(policy=policy, priority=priority),
-                  spec=None, opener=None, first=None, keep_frames=False, max_reconnects=0,
-                  reconnect_backoff_s=0.0)
+                  spec=None, opener=None, first=None,
+                  reader=ReaderPolicy(max_reconnects=0, reconnect_backoff_s=0.0))
 
 
 def grabbed(age_ms: float, source: Any = None) -> GrabbedFrame:
@@ -180,7 +180,7 @@ def offered(policy: str, count: int) -> Stream:
     stream = make_stream(0, policy=policy)
     admission = admission_with([stream])
     for _ in range(count):
-        stream._offer(admission, grabbed(0))
+        _LiveFeed(stream)._offer(admission, grabbed(0))
     return stream
 
 
@@ -207,8 +207,8 @@ def test_block_waits_for_room_and_loses_nothing() -> None:
     stream = make_stream(0, policy="block")
     admission = admission_with([stream])
     for _ in range(PENDING_LIMIT):
-        stream._offer(admission, grabbed(0))
-    waiter = threading.Thread(target=stream._offer, args=(admission, grabbed(0)), daemon=True)
+        _LiveFeed(stream)._offer(admission, grabbed(0))
+    waiter = threading.Thread(target=_LiveFeed(stream)._offer, args=(admission, grabbed(0)), daemon=True)
     waiter.start()
     waiter.join(0.3)
     assert waiter.is_alive() and len(stream.pending) == PENDING_LIMIT
@@ -260,10 +260,10 @@ def test_a_live_fps_cap_thins_the_frames_it_grabs() -> None:
             return GrabbedFrame(1_000_000_000 + self.t * 33_333_333, self, decoded=self._read()[0])
 
     stream = Stream("cam", 0, None, StreamOptions(policy="drop-oldest", fps=10.0), spec=None,
-                    opener=None, first=None, keep_frames=False, max_reconnects=0,
-                    reconnect_backoff_s=0.0)
+                    opener=None, first=None,
+                    reader=ReaderPolicy(max_reconnects=0, reconnect_backoff_s=0.0))
     admission = admission_with([stream])
     stream._admission = admission
-    stream._pump_live(Camera30(), stream._generation)
+    _LiveFeed(stream).pump(Camera30(), stream._generation)
     kept = stream.issued
     assert stream.metrics.frames_read == 90 and 28 <= kept <= 31

@@ -60,26 +60,6 @@ def test_bad_input_exits_nonzero_with_a_clear_message(
     assert mp.active_children() == []
 
 
-def test_backends_lists_every_backend(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["backends"]) == 0
-    out = capsys.readouterr().out
-    assert "sim      available" in out
-    for name in ("cpu", "onnx", "cuda", "mps", "coreml"):
-        assert name in out
-
-
-def test_export_writes_a_cached_onnx(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("ultralytics")
-    pytest.importorskip("onnx")
-    from aip.vision.models import RandomWeightsWarning
-
-    with pytest.warns(RandomWeightsWarning):
-        assert main(["export", "--format", "onnx", "--imgsz", "480x640"]) == 0
-    path = Path(capsys.readouterr().out.split("onnx: ", 1)[1].strip())
-    assert path.suffix == ".onnx" and path.stat().st_size > 1_000_000
-    assert "480x640" in path.name
-
-
 def test_run_writes_an_annotated_video(tmp_path: Path) -> None:
     cv2 = pytest.importorskip("cv2")
     video = tmp_path / "annotated.mp4"

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from aip.ring import (
-    HINT_ANY,
+    ANY_WORKER,
     Closed,
     CorruptSegmentError,
     ResultRing,
@@ -395,7 +395,7 @@ def test_shutdown_flag_garbage_reads_as_shut_down() -> None:
         poke(table.name, SEG_CLOSED, 0xDEADBEEF, 4)
         assert table.is_shutdown
         with pytest.raises(Closed):
-            table.claim(HINT_ANY, 0, timeout=1)
+            table.claim(ANY_WORKER, 0, timeout=1)
 
 
 @linux_only

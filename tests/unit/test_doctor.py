@@ -1,43 +1,18 @@
-"""``aip doctor`` and the stale-segment sweep: what is removed, and what never is."""
+"""The stale-segment sweep of ``aip doctor --clean``: what is removed, and what never is
+(the whole report: tests/integration/test_doctor_report.py)."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from aip import segments
-from aip.app.cli import main
 from aip.ring import ResultRing
+from segment_checks import orphan_segment
 
 pytestmark = pytest.mark.skipif(not segments.SHM_DIR.is_dir(), reason="needs /dev/shm (Linux)")
-
-# A creator that leaves its segment behind as a killed resource tracker does:
-# it creates a ring, takes it off its tracker's list, says its name and waits.
-ORPHAN_MAKER = """
-import sys, time
-from multiprocessing import resource_tracker
-from aip.ring import ResultRing
-ring = ResultRing.create(capacity=16, record_size=64)
-resource_tracker.unregister("/" + ring.name, "shared_memory")
-print(ring.name, flush=True)
-time.sleep(60)
-"""
-
-
-def _orphan_segment() -> str:
-    child = subprocess.Popen([sys.executable, "-c", ORPHAN_MAKER], stdout=subprocess.PIPE,
-                             text=True, start_new_session=True)
-    assert child.stdout is not None
-    name = child.stdout.readline().strip()
-    os.killpg(child.pid, signal.SIGKILL)  # the creator and its resource tracker
-    child.wait(timeout=10)
-    child.stdout.close()
-    assert name.startswith("aip_") and (segments.SHM_DIR / name).exists()
-    return name
 
 
 def _by_name(name: str, directory: Path = segments.SHM_DIR) -> segments.SegmentInfo:
@@ -45,7 +20,7 @@ def _by_name(name: str, directory: Path = segments.SHM_DIR) -> segments.SegmentI
 
 
 def test_a_segment_of_a_killed_creator_is_listed_as_stale_and_cleaned() -> None:
-    name = _orphan_segment()
+    name = orphan_segment()
     try:
         found = _by_name(name)
         assert found.state == segments.STALE and found.kind == "ResultRing"
@@ -76,7 +51,7 @@ def _copy_header(source: str, directory: Path, name: str, *, namespace: int | No
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making another user's file needs root")
 def test_another_users_stale_segment_is_left(tmp_path: Path) -> None:
-    name = _orphan_segment()
+    name = orphan_segment()
     try:
         path = _copy_header(name, tmp_path, "aip_otheruser")
         os.chown(path, 65534, 65534)  # nobody
@@ -88,7 +63,7 @@ def test_another_users_stale_segment_is_left(tmp_path: Path) -> None:
 
 
 def test_a_segment_of_another_pid_namespace_is_left(tmp_path: Path) -> None:
-    name = _orphan_segment()
+    name = orphan_segment()
     try:
         path = _copy_header(name, tmp_path, "aip_container", namespace=segments.our_pid_namespace() + 1)
         found = _by_name("aip_container", tmp_path)
@@ -108,17 +83,3 @@ def test_what_is_not_an_aip_header_is_left(tmp_path: Path) -> None:
     assert segments.clean_stale(tmp_path) == []
 
 
-def test_doctor_shows_every_section_and_cleans(capsys: pytest.CaptureFixture[str]) -> None:
-    name = _orphan_segment()
-    try:
-        assert main(["doctor"]) == 0
-        screen = capsys.readouterr().out
-        for section in ("backends", "versions", "devices", "threads", "shared memory", "aip segments"):
-            assert f"\n{section}\n" in screen
-        assert "onnx" in screen and "numpy" in screen and "/dev/shm" in screen
-        assert f"{name}" in screen and "stale" in screen and "--clean" in screen
-        assert main(["doctor", "--clean"]) == 0
-        assert f"removed {name}" in capsys.readouterr().out
-        assert not (segments.SHM_DIR / name).exists()
-    finally:
-        (segments.SHM_DIR / name).unlink(missing_ok=True)

@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("aip._core", "aip.ring", "aip.segments", "aip.results", "aip.cache"),
     ("aip.vision",),
     ("aip.io",),
+    ("aip.track",),
     ("aip.backends",),
     ("aip.pipeline",),
     ("aip.cluster",),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aip.ring import HINT_ANY, MAX_WORKER, Closed, SlotStateError, SlotTable, slot_arrays
+from aip.ring import ANY_WORKER, MAX_WORKER, Closed, SlotStateError, SlotTable, slot_arrays
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_full_cycle_fields_and_generation(table: SlotTable) -> None:
 
 
 def test_claim_respects_hints_and_takes_oldest(table: SlotTable) -> None:
-    for frame_id, hint in [(10, 0), (5, 1), (3, 0), (8, HINT_ANY)]:
+    for frame_id, hint in [(10, 0), (5, 1), (3, 0), (8, ANY_WORKER)]:
         table.publish(table.acquire_free(timeout=0), frame_id, hint)
     claimed = []
     while True:
@@ -60,9 +60,9 @@ def test_claim_respects_hints_and_takes_oldest(table: SlotTable) -> None:
         except TimeoutError:
             break
         claimed.append(table.frame_id(slot))
-    # backend 0 gets its own frames and the HINT_ANY one, oldest first
+    # backend 0 gets its own frames and the ANY_WORKER one, oldest first
     assert claimed == [3, 8, 10]
-    slot = table.claim(HINT_ANY, worker=2, timeout=0)  # HINT_ANY claims anything
+    slot = table.claim(ANY_WORKER, worker=2, timeout=0)  # ANY_WORKER claims anything
     assert table.frame_id(slot) == 5
 
 
@@ -91,7 +91,7 @@ def test_wrong_state_transitions(table: SlotTable) -> None:
         table.publish(slot, 1)
     with pytest.raises(SlotStateError, match="not WRITING"):
         table.abort(slot)
-    claimed = table.claim(HINT_ANY, 4, timeout=0)
+    claimed = table.claim(ANY_WORKER, 4, timeout=0)
     with pytest.raises(SlotStateError, match="held by worker 4, not 5"):
         table.release(claimed, 5)
 
@@ -151,10 +151,10 @@ def test_shutdown_wakes_waiters_after_ready_frames(table: SlotTable) -> None:
     table.publish(table.acquire_free(timeout=0), 1)
     table.shutdown()
     assert table.is_shutdown
-    slot = table.claim(HINT_ANY, 0, timeout=0)  # what was READY still comes out
+    slot = table.claim(ANY_WORKER, 0, timeout=0)  # what was READY still comes out
     table.release(slot, 0)
     with pytest.raises(Closed):
-        table.claim(HINT_ANY, 0, timeout=None)
+        table.claim(ANY_WORKER, 0, timeout=None)
     for _ in range(4):
         table.acquire_free(timeout=0)
     with pytest.raises(Closed):

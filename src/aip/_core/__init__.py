@@ -7,9 +7,9 @@ from aip._core._status import (
     Closed, CorruptSegmentError, Empty, Full, NoLaneError, RingError, SlotStateError,
 )
 from aip._core.result_ring import ResultRing
-from aip._core.slot_table import ANY_WORKER, HINT_ANY, MAX_WORKER, SlotTable
+from aip._core.slot_table import ANY_WORKER, MAX_WORKER, SlotTable
 
 __all__ = [
-    "ANY_WORKER", "HINT_ANY", "MAX_WORKER", "Closed", "CorruptSegmentError", "Empty", "Full", "NoLaneError",
+    "ANY_WORKER", "MAX_WORKER", "Closed", "CorruptSegmentError", "Empty", "Full", "NoLaneError",
     "ResultRing", "RingError", "SlotStateError", "SlotTable",
 ]

@@ -7,7 +7,6 @@ WRITING: int
 READY: int
 READING: int
 ANY_WORKER: int
-HINT_ANY: int
 NO_OWNER: int
 MAX_WORKER: int
 STATE_NAMES: tuple[str, str, str, str]

@@ -48,7 +48,6 @@ WRITING = AIP_SLOT_WRITING
 READY = AIP_SLOT_READY
 READING = AIP_SLOT_READING
 ANY_WORKER = AIP_ANY_WORKER
-HINT_ANY = ANY_WORKER  # its older name
 NO_OWNER = AIP_NO_OWNER
 MAX_WORKER = AIP_MAX_WORKER
 STATE_NAMES = ("FREE", "WRITING", "READY", "READING")
@@ -488,7 +487,7 @@ cdef class SlotTable(SegmentHandle):
 
     def claim(self, uint32_t target, uint32_t worker, timeout=None):
         """READY -> READING: take the oldest READY frame targeted ``target`` (or
-        targeted ``ANY_WORKER``; ``target=HINT_ANY`` takes any frame).
+        targeted ``ANY_WORKER``; ``target=ANY_WORKER`` takes any frame).
 
         Returns the slot. Waits up to ``timeout`` seconds (None: forever;
         0: don't wait); raises ``TimeoutError``, or ``Closed`` after

@@ -35,7 +35,7 @@ from aip.backends.base import (
 )
 from aip.app.config import fraction, nonnegative_int, positive_float, positive_int
 from aip.io.credentials import install_log_redaction, redact, stream_name
-from aip.errors import AipError, SourceError, exit_code, exit_codes_help
+from aip.errors import AipError, SourceError, UsageError, exit_code, exit_codes_help
 from aip.pipeline.streams import POLICIES
 
 if TYPE_CHECKING:
@@ -145,11 +145,9 @@ def start_pipeline(args: argparse.Namespace, frame_shape: tuple[int, int, int],
     """
     from aip.pipeline import Pipeline, WorkerError
 
-    options: dict[str, Any] = {"imgsz": args.imgsz or rect_imgsz((frame_shape[0], frame_shape[1]))}
-    if args.model:
-        options["model"] = args.model
+    options = _model_options(args, (frame_shape[0], frame_shape[1]))
     if args.backend:
-        pipeline = Pipeline([parse_backend(text, **options) for text in args.backend], **pipeline_options)
+        pipeline = Pipeline(named_backends(args, options), **pipeline_options)
         pipeline.start(frame_shape)
         return pipeline
     skipped: dict[str, str] = {}
@@ -176,6 +174,42 @@ def start_pipeline(args: argparse.Namespace, frame_shape: tuple[int, int, int],
                 if error.worker is None:
                     raise
                 _skip(skipped, ready[error.worker].name, str(error).strip().splitlines()[-1])
+
+
+def input_size(args: argparse.Namespace, frame_hw: tuple[int, int]) -> tuple[int, int]:
+    """The network input: ``--imgsz``; else the size an exported ``--model``
+    was made for (it takes no other); else the smallest that holds the frames."""
+    if args.imgsz:
+        height, width = args.imgsz
+        return (int(height), int(width))
+    return _exported_size(args.model) or rect_imgsz(frame_hw)
+
+
+def _exported_size(model: Any) -> tuple[int, int] | None:
+    from aip.vision.models import exported_imgsz
+
+    return exported_imgsz(str(model)) if model else None
+
+
+def _model_options(args: argparse.Namespace, frame_hw: tuple[int, int]) -> dict[str, Any]:
+    """The options every backend of a run shares: its input size and model."""
+    options: dict[str, Any] = {"imgsz": input_size(args, frame_hw)}
+    if args.model:
+        options["model"] = args.model
+    return options
+
+
+def named_backends(args: argparse.Namespace, options: Mapping[str, Any]) -> list[BackendSpec]:
+    """The ``-b`` specs, each with the run's ``options`` under its own. A spec
+    that names an exported model of its own, and no ``imgsz``, takes the
+    model's input size unless ``--imgsz`` was given."""
+    specs = []
+    for text in args.backend:
+        spec = parse_backend(text, **options)
+        own = parse_backend(text).options
+        size = None if args.imgsz or "imgsz" in own else _exported_size(own.get("model"))
+        specs.append(BackendSpec(spec.name, {**spec.options, "imgsz": size}) if size else spec)
+    return specs
 
 
 def _frame_shape(frame: Any) -> tuple[int, int, int]:
@@ -251,96 +285,282 @@ def _number_or_text(text: str) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``aip run``: every source a stream, on this machine's workers (or a cluster's nodes)."""
     from contextlib import ExitStack
 
-    from aip.app.observe import MetricsServer, ProgressDisplay
-    from aip.io.sinks import AnnotatedVideoSink, JsonLinesSink
-    from aip.io.sources import open_source
+    from aip.app.observe import MetricsServer
 
-    per_stream: list[dict[str, Any]] = list(getattr(args, "stream_options", []))  # a config's [[streams]]
+    specs, per_stream = run_sources(args)
+    given = given_flags(args)
+    if args.cluster:
+        check_cluster_flags(args, given, per_stream)
+        return cmd_run_cluster(args, specs)
+    check_local_flags(args, given, specs)
+    names = default_stream_names(specs, per_stream)
+    priorities = _priorities(args.priority or [], specs, names)
+    with ExitStack() as opened:
+        # Listening before any worker starts: a busy port fails at once, and
+        # /healthz answers "starting" while the models load.
+        server = (opened.enter_context(MetricsServer(args.metrics_port, args.metrics_host, streams=names))
+                  if args.metrics_port else None)
+        web = opened.enter_context(_web_server(args, names)) if args.serve else None
+        # Opened here, so that a wrong path or a dead camera fails before any
+        # worker starts; the pipeline reopens a stream from its spec if it fails.
+        sources = [opened.enter_context(source) for source in open_sources(specs, args)]
+        shapes = [tuple(source.shape) for source in sources]
+        frame = _calibration_frame(sources[0], shapes[0])
+        pipeline = opened.enter_context(start_pipeline(
+            args, shapes[0], **_pipeline_options(args, shapes, per_stream)))
+        if server is not None:
+            server.watch(pipeline)
+            _say(args, f"metrics: {server.url}/metrics  health: {server.url}/healthz")
+        if web is not None:
+            web.watch(pipeline)
+        _calibrate_run(args, pipeline, frame)
+        for index, (spec, source) in enumerate(zip(specs, sources)):
+            fps = source.fps if args.realtime and source.fps else None
+            options = {"name": names[index], "fps": fps, "max_frames": args.frames,
+                       **({"priority": priorities[index]} if index in priorities else {}),
+                       **(per_stream[index] if index < len(per_stream) else {})}
+            pipeline.add_stream(source, reopen=spec, **options)
+        _say(args, _policies_line(pipeline, args.on_full))
+        sinks = _open_sinks(args, sources[0], shapes[0])
+        if server is not None:
+            server.collector.sinks = [sink for sink in sinks if hasattr(sink, "stats")]
+        received = _deliver(args, pipeline, sinks + ([web.live] if web is not None else []))
+    efficiency = pipeline.metrics.scheduling_efficiency
+    if efficiency is not None and efficiency > 1.1:
+        print("aip: the cached calibration undersells this machine (measured under other load?): "
+              "run with --recalibrate", file=sys.stderr)
+    _write_metrics(args, pipeline.metrics)
+    return 128 + received if received else 0
+
+
+def run_sources(args: argparse.Namespace) -> tuple[list[str], list[dict[str, Any]]]:
+    """The run's sources (given, then ``--streams``; the sample without any)
+    and the ``add_stream`` options of each (a config's ``[[streams]]`` table's,
+    a streams file line's; ``{}`` for the rest)."""
+    per_stream: list[dict[str, Any]] = list(getattr(args, "stream_options", []))
     per_stream += [{} for _ in range(len(args.sources) - len(per_stream))]
     specs = list(args.sources)
     if args.streams:
         listed, listed_options = read_streams_file(args.streams)
         specs += listed
         per_stream += listed_options
-    specs = specs or ["sample"]
-    if args.cluster:
-        return cmd_run_cluster(args, specs)
-    if args.video and len(specs) > 1:
-        raise ValueError("--video writes one annotated video: give it one source")
+    return specs or ["sample"], per_stream
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """A start-up line on stderr, unless ``--quiet``."""
+    if not args.quiet:
+        print(text, file=sys.stderr)
+
+
+def _calibration_frame(source: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """The source's first frame (it stays the stream's first), else a black one."""
+    frame = source.peek() if hasattr(source, "peek") else None
+    return frame if frame is not None else np.zeros(shape, np.uint8)
+
+
+def _pipeline_options(args: argparse.Namespace, shapes: Sequence[tuple[int, ...]],
+                      per_stream: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    from aip.pipeline.tracking import tracker_config
+
+    # BoT-SORT's motion compensation reads the pixels: a stream's tracker may need the frames kept.
+    frames_for_tracks = any(options.get("track") and tracker_config(options["track"]).reads_frames
+                            for options in per_stream)
+    largest = (max(shape[0] for shape in shapes), max(shape[1] for shape in shapes), 3)
+    return {"mode": args.mode, "target_fps": args.fps, "on_full": args.on_full,
+            "max_age_ms": args.max_age_ms, "latency_budget_ms": args.latency_budget_ms,
+            "max_frame_shape": largest, "stream_timeout_s": args.stream_timeout,
+            "max_reconnects": None if args.reconnect_forever else args.max_reconnects,
+            "restart_workers": args.restart_workers, "conf": args.conf, "iou": args.iou,
+            "keep_frames": bool(args.video or args.serve or frames_for_tracks),  # --serve: the tiles
+            "track": args.track, "class_names": _class_names(args)}
+
+
+def _class_names(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The model's class names, for results and events: a trained ``.pt``
+    has them (a seeded ``.yaml`` only numbers its classes)."""
+    if not args.model or not str(args.model).lower().endswith(".pt"):
+        return None
+    from aip.vision.models import resolve_model
+
+    return resolve_model(args.model).class_names
+
+
+def _calibrate_run(args: argparse.Namespace, pipeline: Pipeline, frame: np.ndarray) -> None:
+    """Say which workers run; weigh them (cached, or measured now) unless one
+    alone runs or ``--mode pull`` needs no weights."""
+    _say(args, "workers: " + ", ".join(f"{label} ({spec.options})" for label, spec in
+                                      zip(pipeline.labels, pipeline.specs)))
+    if args.mode == "pull" or len(pipeline.specs) < 2:
+        return
+    calibration = pipeline.calibrate(frame, refresh=args.recalibrate)
+    how = ("cached, a probe confirmed it" if calibration.source == "cache"
+           else "measured now" + (", not cached" if calibration.problems else ""))
+    _say(args, f"weights {dict(zip(pipeline.labels, pipeline.weights))}, calibrated "
+         f"together {calibration.ideal_fps:.1f} FPS ({how})")
+
+
+def _open_sinks(args: argparse.Namespace, first: Any, shape: tuple[int, ...]) -> list[Any]:
+    from aip.io.sinks import AnnotatedVideoSink, JsonLinesSink
+
     sinks: list[Any] = []
-    with ExitStack() as opened:
-        # Listening before any worker starts: a busy port fails at once, and
-        # /healthz answers "starting" while the models load.
-        server = (opened.enter_context(MetricsServer(args.metrics_port, args.metrics_host))
-                  if args.metrics_port else None)
-        # Opened here, so that a wrong path or a dead camera fails before any
-        # worker starts; the pipeline reopens a stream from its spec if it fails.
-        sources = [opened.enter_context(source) for source in open_sources(specs, args)]
-        shapes = [tuple(source.shape) for source in sources]
-        largest = (max(h for h, _, _ in shapes), max(w for _, w, _ in shapes), 3)
-        first = sources[0]
-        frame = first.peek() if hasattr(first, "peek") else None
-        if frame is None:
-            frame = np.zeros(shapes[0], np.uint8)
-        target_fps = args.fps
-        with start_pipeline(args, shapes[0], mode=args.mode, target_fps=target_fps,
-                            on_full=args.on_full, max_age_ms=args.max_age_ms,
-                            latency_budget_ms=args.latency_budget_ms, max_frame_shape=largest, stream_timeout_s=args.stream_timeout,
-                            max_reconnects=None if args.reconnect_forever else args.max_reconnects,
-                            restart_workers=args.restart_workers,
-                            conf=args.conf, iou=args.iou, keep_frames=bool(args.video)) as pipeline:
+    if args.jsonl:
+        sinks.append(JsonLinesSink(args.jsonl))
+    if args.video:
+        sinks.append(AnnotatedVideoSink(args.video, fps=first.fps or 30.0, size=(shape[1], shape[0])))
+    if args.mqtt or args.webhook:
+        from aip.io.remote_sinks import open_remote_sinks
 
-            def say(text: str) -> None:
-                if not args.quiet:
-                    print(text, file=sys.stderr)
+        sinks += open_remote_sinks(args.mqtt, args.webhook,
+                                   token=args.webhook_token or os.environ.get("AIP_WEBHOOK_TOKEN"),
+                                   qos=args.mqtt_qos, retain=args.mqtt_retain,
+                                   detections=args.publish_detections)
+    return sinks
 
-            if server is not None:
-                server.watch(pipeline)
-                say(f"metrics: {server.url}/metrics  health: {server.url}/healthz")
-            say("workers: " + ", ".join(f"{label} ({spec.options})" for label, spec in
-                                        zip(pipeline.labels, pipeline.specs)))
-            if args.mode != "pull" and len(pipeline.specs) > 1:
-                calibration = pipeline.calibrate(frame, refresh=args.recalibrate)
-                how = ("cached, a probe confirmed it" if calibration.source == "cache"
-                       else "measured now" + (", not cached" if calibration.problems else ""))
-                say(f"weights {dict(zip(pipeline.labels, pipeline.weights))}, calibrated "
-                    f"together {calibration.ideal_fps:.1f} FPS ({how})")
-            names = default_stream_names(specs, per_stream)
-            priorities = _priorities(args.priority or [], specs, names)
-            for index, (spec, source) in enumerate(zip(specs, sources)):
-                fps = source.fps if args.realtime and source.fps else None
-                options = {"name": names[index], "fps": fps, "max_frames": args.frames,
-                           **({"priority": priorities[index]} if index in priorities else {}),
-                           **(per_stream[index] if index < len(per_stream) else {})}
-                pipeline.add_stream(source, reopen=spec, **options)
-            say(_policies_line(pipeline, args.on_full))
-            if args.jsonl:
-                sinks.append(JsonLinesSink(args.jsonl))
-            if args.video:
-                sinks.append(AnnotatedVideoSink(args.video, fps=first.fps or 30.0,
-                                                size=(shapes[0][1], shapes[0][0])))
-            try:
-                with ProgressDisplay(pipeline, quiet=args.quiet), \
-                        _DrainOnSignals(pipeline, args.drain_timeout) as signals:
-                    for result in pipeline.run():
-                        for sink in sinks:
-                            sink.write(result)
-            finally:
+
+def _web_server(args: argparse.Namespace, names: Sequence[str]) -> Any:
+    """``--serve``: the page and the REST API, listening now (a busy port, or
+    a bind beyond loopback without a token, fails before any worker starts)."""
+    from aip.app.web import LiveView, WebServer
+
+    host, port = args.serve
+    web = WebServer(host, port, args.token or os.environ.get("AIP_TOKEN") or None, LiveView(),
+                    streams=names).start()
+    _say(args, f"web: {web.url}/" + ("  (open it with ?token=TOKEN)" if web.token else ""))
+    return web
+
+
+def _deliver(args: argparse.Namespace, pipeline: Pipeline, sinks: Sequence[Any]) -> int:
+    """The run, its results into ``sinks``, with the live display; the
+    signal that drained it (0: none). Prints the report at the end."""
+    from aip.app.observe import ProgressDisplay
+
+    try:
+        with ProgressDisplay(pipeline, quiet=args.quiet), \
+                _DrainOnSignals(pipeline, args.drain_timeout) as signals:
+            for result in pipeline.run():
                 for sink in sinks:
-                    sink.close()
-                print(pipeline.metrics.format_table())  # its stream names redacted
-    efficiency = pipeline.metrics.scheduling_efficiency
-    if efficiency is not None and efficiency > 1.1:
-        print("aip: the cached calibration undersells this machine (measured under other load?): "
-              "run with --recalibrate", file=sys.stderr)
+                    sink.write(result)
+    finally:
+        for sink in sinks:
+            sink.close()
+        print(pipeline.metrics.format_table())  # its stream names redacted
+        for sink in sinks:
+            if hasattr(sink, "stats"):  # a remote sink: what reached the far end
+                stats = sink.stats()
+                print(f"{sink.name} {sink.target}: {stats['delivered']} delivered, {stats['dropped']} "
+                      f"dropped, {stats['retries']} retries"
+                      + (f" (last error: {stats['last_error']})" if stats["last_error"] else ""))
+    return signals.received
+
+
+def _write_metrics(args: argparse.Namespace, metrics: Any) -> None:
+    """``--metrics-json`` and ``--plot``, of a local or a cluster run."""
     if args.metrics_json:
         with open(args.metrics_json, "w", encoding="utf-8") as out:
-            out.write(pipeline.metrics.to_json() + "\n")
+            out.write(metrics.to_json() + "\n")
     if args.plot:
-        pipeline.metrics.plot(args.plot)
-    return 128 + signals.received if signals.received else 0
+        metrics.plot(args.plot)
+
+
+# ---- which flags a run takes ---------------------------------------------------------------
+
+# Flags of `aip run` that a --cluster run cannot honour, each with why and
+# what to do instead.
+CLUSTER_REFUSES: dict[str, str] = {
+    "video": "the frames stay on the nodes; --jsonl writes the detections",
+    "realtime": "the nodes pace every stream alike: --fps N, in streams mode",
+    "priority": "the nodes take no per-stream options",
+    "drain_timeout": "a cluster run does not drain: Ctrl-C stops it",
+    "metrics_port": "/metrics and /healthz watch a local pipeline; --metrics-json writes the "
+                    "cluster's figures at the end",
+    "metrics_host": "it goes with --metrics-port",
+    "serve": "the page and its API watch a local pipeline",
+    "track": "tracks follow one stream's frames in order on this machine; run the stream here",
+    "mqtt": "events come from tracks, which a cluster run does not make",
+    "webhook": "events come from tracks, which a cluster run does not make",
+    "token": "it goes with --serve",
+}
+# Flags a --cluster run honours in streams mode only: they act where a node
+# reads its streams. In frames mode this machine reads the sources, as fast
+# as the nodes take the frames.
+CLUSTER_STREAMS_MODE_ONLY = ("fps", "on_full", "max_age_ms", "latency_budget_ms", "stream_timeout",
+                             "max_reconnects", "reconnect_forever")
+# Flags that mean something only with --cluster.
+CLUSTER_ONLY = ("cluster_mode", "cluster_encoding")
+
+
+def given_flags(args: argparse.Namespace) -> set[str]:
+    """The ``aip run`` flags (their destinations) the user set: on the command
+    line, even to their default value (``main`` records them), or in the
+    config file; and any that differs from its default (``args`` built in
+    code). A switch set to false is not given."""
+    from aip.app.config import command_parser
+
+    defaults = {action.dest: action.default for action in command_parser(build_parser(), "run")._actions}
+    changed = {dest for dest, default in defaults.items() if getattr(args, dest, default) != default}
+    named = set(getattr(args, "given_flags", ())) | set(getattr(args, "config_flags", ()))
+    return {dest for dest in changed | named if dest in defaults and getattr(args, dest, None) is not False}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_cluster_flags(args: argparse.Namespace, given: set[str],
+                        per_stream: Sequence[Mapping[str, Any]]) -> None:
+    """A :class:`UsageError` naming every flag ``given`` that a ``--cluster``
+    run would not honour, and why: before anything connects or starts."""
+    refused = [f"{_flag(dest)} ({why})" for dest, why in CLUSTER_REFUSES.items() if dest in given]
+    if any(per_stream):
+        refused.append("per-stream options ([[streams]] keys, --streams line options: the nodes "
+                       "take one set for every stream)")
+    streams_only = [_flag(dest) for dest in CLUSTER_STREAMS_MODE_ONLY if dest in given]
+    if streams_only and args.cluster_mode == "frames":
+        refused.append(f"{', '.join(streams_only)} in --cluster-mode frames (this machine reads the "
+                       "sources there, as fast as the nodes take frames: use --cluster-mode streams)")
+    if "cluster_encoding" in given and args.cluster_mode == "streams":
+        refused.append("--cluster-encoding in --cluster-mode streams (no frame travels: the nodes "
+                       "read the sources)")
+    if refused:
+        raise UsageError("--cluster does not take " + "; ".join(refused))
+
+
+def check_local_flags(args: argparse.Namespace, given: set[str], specs: Sequence[str]) -> None:
+    """A :class:`UsageError` for flags a run on this machine cannot take."""
+    cluster_only = [_flag(dest) for dest in CLUSTER_ONLY if dest in given]
+    if cluster_only:
+        raise UsageError(f"{' and '.join(cluster_only)} go with --cluster ADDRESS (a run on a "
+                         "Dask cluster's nodes); drop them to run here")
+    if args.video and len(specs) > 1:
+        raise UsageError("--video writes one annotated video: give it one source")
+    _check_tracking_flags(args)
+    if args.token and not args.serve:
+        raise UsageError("--token goes with --serve [HOST:]PORT (the page and API it guards)")
+
+
+def _check_tracking_flags(args: argparse.Namespace) -> None:
+    """A tracker config that cannot load or a sink URL of the wrong form: an
+    error now, before any worker starts."""
+    from aip.io.remote_sinks import _check_webhook_url, _parse_mqtt_url
+
+    checks = [("--track", args.track, _load_tracker), ("--mqtt", args.mqtt, _parse_mqtt_url),
+              ("--webhook", args.webhook, _check_webhook_url)]
+    for flag, value, check in checks:
+        if value:
+            try:
+                check(value)
+            except (ValueError, FileNotFoundError, ImportError) as error:
+                raise UsageError(f"{flag} {redact(value)}: {error}") from None
+
+
+def _load_tracker(spec: str) -> None:
+    from aip.pipeline.tracking import tracker_config
+
+    tracker_config(spec)
 
 
 def default_stream_names(specs: Sequence[str], per_stream: Sequence[Mapping[str, Any]] = ()) -> list[str]:
@@ -362,41 +582,59 @@ def cmd_run_cluster(args: argparse.Namespace, specs: list[str]) -> int:
     """``aip run ... --cluster tcp://HOST:8786``: the same run over a Dask cluster's nodes."""
     from aip.cluster import Cluster
     from aip.io.sinks import JsonLinesSink
-    from aip.io.sources import open_source
 
     if not args.backend:
-        raise ValueError("--cluster needs the backends of each node: -b SPEC (repeat for more), "
+        raise UsageError("--cluster needs the backends of each node: -b SPEC (repeat for more), "
                          "e.g. -b onnx:threads=1 -b onnx:threads=1")
-    shapes = []
-    for spec in specs:  # the slots' size; a source only the nodes can open gets 1080p slots
-        try:
-            with open_source(spec) as source:
-                shapes.append(tuple(source.shape))
-        except (OSError, ValueError, RuntimeError):
-            shapes.append((1080, 1920, 3))
-    largest = (max(h for h, _, _ in shapes), max(w for _, w, _ in shapes), 3)
-    options: dict[str, Any] = {"imgsz": args.imgsz or rect_imgsz((largest[0], largest[1]))}
-    if args.model:
-        options["model"] = args.model
-    backends = [parse_backend(text, **options) for text in args.backend]
+    largest = _cluster_frame_shape(specs)
+    backends = named_backends(args, _model_options(args, (largest[0], largest[1])))
+    pipeline_options, stream_options = cluster_options(args)
     sink = JsonLinesSink(args.jsonl) if args.jsonl else None
     with Cluster(args.cluster, backends, max_frame_shape=largest, encoding=args.cluster_encoding,
-                 pipeline_options={"mode": args.mode, "conf": args.conf, "iou": args.iou}) as cluster:
-        if not args.quiet:
-            print("nodes: " + ", ".join(f"{name} ({fps:.1f} FPS)" for name, fps in
-                                        cluster.calibration.items()), file=sys.stderr)
+                 pipeline_options=pipeline_options) as cluster:
+        _say(args, "nodes: " + ", ".join(f"{name} ({fps:.1f} FPS)" for name, fps in
+                                         cluster.calibration.items()))
         try:
-            for result in cluster.run(specs, mode=args.cluster_mode, max_frames=args.frames):
+            for result in cluster.run(specs, mode=args.cluster_mode, max_frames=args.frames,
+                                      stream_options=stream_options):
                 if sink is not None:
                     sink.write(result)
         finally:
             if sink is not None:
                 sink.close()
             print(cluster.metrics.format_table())
-    if args.metrics_json:
-        with open(args.metrics_json, "w", encoding="utf-8") as out:
-            out.write(cluster.metrics.to_json() + "\n")
+    _write_metrics(args, cluster.metrics)
     return 0
+
+
+def _cluster_frame_shape(specs: Sequence[str]) -> tuple[int, int, int]:
+    """The nodes' slot size: the largest source; a source only the nodes can
+    open counts as 1080p."""
+    from aip.io.sources import open_source
+
+    shapes = []
+    for spec in specs:
+        try:
+            with open_source(spec) as source:
+                shapes.append(tuple(source.shape))
+        except (OSError, ValueError, RuntimeError):
+            shapes.append((1080, 1920, 3))
+    return (max(shape[0] for shape in shapes), max(shape[1] for shape in shapes), 3)
+
+
+def cluster_options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The nodes' ``Pipeline`` options and (streams mode) every stream's
+    ``add_stream`` options, from the flags (see :func:`check_cluster_flags`)."""
+    pipeline_options: dict[str, Any] = {"mode": args.mode, "conf": args.conf, "iou": args.iou,
+                                        "restart_workers": args.restart_workers}
+    if args.cluster_mode != "streams":
+        return pipeline_options, {}
+    pipeline_options["stream_timeout_s"] = args.stream_timeout
+    pipeline_options["max_reconnects"] = None if args.reconnect_forever else args.max_reconnects
+    stream_options = {key: value for key, value in (
+        ("fps", args.fps), ("policy", args.on_full), ("max_age_ms", args.max_age_ms),
+        ("latency_budget_ms", args.latency_budget_ms)) if value is not None}
+    return pipeline_options, stream_options
 
 
 class _DrainOnSignals:
@@ -563,14 +801,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aip", description=__doc__, epilog=exit_codes_help(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_run_command(commands)
+    backends = commands.add_parser("backends", help="which backends run here, and why not")
+    backends.set_defaults(handler=cmd_backends)
+    doctor = commands.add_parser("doctor", help="what this machine can run; stale shared memory")
+    doctor.add_argument("--clean", action="store_true",
+                        help="remove aip segments whose creator process is gone")
+    doctor.set_defaults(handler=cmd_doctor)
+    _add_calibrate_command(commands)
+    _add_export_command(commands)
+    bench = commands.add_parser("bench", help="python -m aip.bench", add_help=False)
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(handler=lambda args: _bench(args.rest))
+    return parser
 
-    def backend_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--backend", "-b", action="append", metavar="SPEC",
-                         help="a worker (repeat for more); default: every real backend available")
-        sub.add_argument("--model", help="yolo11n.pt, an exported model, or a .yaml "
-                         "(default: yolo11n.yaml, seeded random weights)")
-        sub.add_argument("--imgsz", type=_imgsz, help="network input, e.g. 640 or 480x640")
 
+def _add_backend_options(sub: argparse._ActionsContainer) -> None:
+    sub.add_argument("--backend", "-b", action="append", metavar="SPEC",
+                     help="a worker (repeat for more); default: every real backend available")
+    sub.add_argument("--model", help="yolo11n.pt, an exported model (run at the input size it was "
+                     "exported for), or a .yaml (default: yolo11n.yaml, seeded random weights)")
+    sub.add_argument("--imgsz", type=_imgsz, help="network input, e.g. 640 or 480x640")
+
+
+def _add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser("run", help="detect objects in one or many sources")
     run.add_argument("sources", nargs="*", metavar="SOURCE",
                      help="video file, image folder, camera index, rtsp:// or http(s):// URL, "
@@ -578,95 +832,134 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: a 120-frame video made from ultralytics' bundled photos)")
     run.add_argument("--streams", metavar="FILE", help="more sources, one per line")
     run.add_argument("--config", metavar="FILE",
-                     help="read these flags from a TOML file (see the README); flags given here win")
-    backend_options(run)
-    run.add_argument("--mode", choices=("static", "adaptive", "pull"), default="adaptive",
-                     help="static: the calibrated weighted cycle; adaptive (default): that "
-                     "cycle, re-weighted from measured service times (a slowed or restarted "
-                     "worker is measured again); pull: any idle worker takes the next frame")
-    run.add_argument("--fps", type=positive_float, help="pace input to this many frames per second")
-    run.add_argument("--realtime", action="store_true", help="pace each stream to its source's own rate")
-    run.add_argument("--on-full", choices=POLICIES, default=None,
-                     help="when the workers are busy: every stream's policy (default by source: "
-                     "latest for a camera or stream, only its freshest frame waits; block for a "
-                     "file or folder, lose nothing)")
-    run.add_argument("--priority", action="append", metavar="STREAM=W",
-                     help="a stream's share of the workers under overload against the others' "
-                     "(default 1; STREAM is its name, its source or its position from 0); repeat")
-    run.add_argument("--latency-budget-ms", type=positive_float, metavar="MS",
-                     help="capture -> result: a frame goes only to a worker predicted to finish "
-                     "it in time; one that none can is skipped (late) before inference")
-    run.add_argument("--max-age-ms", type=positive_float, metavar="MS",
-                     help="skip (count as late) a frame older than this when a worker would take it")
-    run.add_argument("--restart-workers", action="store_true",
-                     help="restart a worker that dies, with back-off (at most 3 times a minute)")
-    run.add_argument("--drain-timeout", type=positive_float, default=10.0, metavar="S",
-                     help="on SIGTERM or Ctrl-C, wait this long for the frames in flight (default 10)")
-    run.add_argument("--stream-timeout", type=positive_float, default=10.0, metavar="S",
-                     help="a stream that gives no frame for this long is reconnected (default 10)")
-    run.add_argument("--max-reconnects", type=nonnegative_int, default=3, metavar="N",
-                     help="tries after a camera or stream fails, at the first open and every "
-                     "reopen, with back-off (0.5 s doubling to 30 s), before it is evicted "
-                     "(default 3)")
-    run.add_argument("--reconnect-forever", action="store_true",
-                     help="never evict a camera: keep reconnecting with back-off")
-    run.add_argument("--frames", type=positive_int, help="stop each stream after this many frames")
-    run.add_argument("--conf", type=fraction, default=0.25, help="confidence threshold, 0-1")
-    run.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold, 0-1")
-    run.add_argument("--recalibrate", action="store_true", help="measure again, ignore the cache")
-    run.add_argument("--jsonl", metavar="PATH", help="write one JSON line per frame")
-    run.add_argument("--video", metavar="PATH", help="write an annotated video")
-    run.add_argument("--metrics-json", metavar="PATH", help="write the run's metrics as JSON")
-    run.add_argument("--plot", metavar="PATH", help="save latency and FPS plots (PNG, needs matplotlib)")
-    run.add_argument("--quiet", "-q", action="store_true",
-                     help="no progress display and no start-up lines (warnings, errors and the "
-                     "final report still print); the display is a live table on a terminal, "
-                     "else one line every 5 s on stderr")
-    run.add_argument("--metrics-port", type=int, default=0, metavar="N",
-                     help="serve Prometheus metrics on http://HOST:N/metrics and health on "
-                     "/healthz (200 ready or backpressure; 503 starved, stalled or idle); "
-                     "default 0: off")
-    run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
-                     help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for every interface)")
-    run.add_argument("--cluster", metavar="ADDRESS",
-                     help="run on the nodes of a Dask cluster, e.g. tcp://HOST:8786 (needs aip[cluster]; "
-                     "-b gives each node's backends; see the README, \"Scale-out\")")
-    run.add_argument("--cluster-mode", choices=("streams", "frames"), default="streams",
-                     help="streams: whole streams per node, which open the sources themselves "
-                     "(default); frames: this machine reads and spreads the frames")
-    run.add_argument("--cluster-encoding", choices=("raw", "jpeg"), default="raw",
-                     help="how frames travel in frames mode (default raw)")
+                     help="read these flags from a TOML file (see docs/usage.md, \"Config files\"); "
+                     "flags given here win")
+    _add_backend_options(run.add_argument_group("backends and model"))
+    _add_run_scheduling(run.add_argument_group("scheduling and flow control"))
+    _add_run_streams(run.add_argument_group("streams and detection"))
+    _add_run_output(run.add_argument_group("output and monitoring"))
+    _add_run_tracking(run.add_argument_group("tracks, zones and events (docs/tracking.md)"))
+    cluster = run.add_argument_group("scale-out (docs/cluster.md)")
+    cluster.add_argument("--cluster", metavar="ADDRESS",
+                         help="run on the nodes of a Dask cluster, e.g. tcp://HOST:8786 (needs "
+                         "aip[cluster]; -b gives each node's backends; see docs/cluster.md)")
+    cluster.add_argument("--cluster-mode", choices=("streams", "frames"), default="streams",
+                         help="streams: whole streams per node, which open the sources themselves "
+                         "(default); frames: this machine reads and spreads the frames")
+    cluster.add_argument("--cluster-encoding", choices=("raw", "jpeg"), default="raw",
+                         help="how frames travel in frames mode (default raw)")
     run.set_defaults(handler=cmd_run)
 
-    backends = commands.add_parser("backends", help="which backends run here, and why not")
-    backends.set_defaults(handler=cmd_backends)
 
-    doctor = commands.add_parser("doctor", help="what this machine can run; stale shared memory")
-    doctor.add_argument("--clean", action="store_true",
-                        help="remove aip segments whose creator process is gone")
-    doctor.set_defaults(handler=cmd_doctor)
+def _add_run_tracking(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--track", metavar="YAML",
+                       help="track objects per stream with ultralytics' tracker of this config: "
+                       "bytetrack.yaml, botsort.yaml or your own file (per stream: track = ... "
+                       "in a [[streams]] table, which also takes zones and lines)")
+    group.add_argument("--mqtt", metavar="URL",
+                       help="publish events (and with --publish-detections, each frame's "
+                       "detections) to an MQTT broker: mqtt://[user:pass@]host[:port], topics "
+                       "aip/<stream>/events and aip/<stream>/detections")
+    group.add_argument("--mqtt-qos", type=int, choices=(0, 1, 2), default=0, help="MQTT QoS (default 0)")
+    group.add_argument("--mqtt-retain", action="store_true", help="publish MQTT messages retained")
+    group.add_argument("--webhook", metavar="URL",
+                       help="POST each frame's events as JSON to this http(s) URL")
+    group.add_argument("--webhook-token", metavar="TOKEN",
+                       help="sent as Authorization: Bearer TOKEN (default: $AIP_WEBHOOK_TOKEN)")
+    group.add_argument("--publish-detections", action="store_true",
+                       help="--mqtt and --webhook send every frame's detections too, not only events")
 
+
+def _add_run_scheduling(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--mode", choices=("static", "adaptive", "pull"), default="adaptive",
+                       help="static: the calibrated weighted cycle; adaptive (default): that "
+                       "cycle, re-weighted from measured service times (a slowed or restarted "
+                       "worker is measured again); pull: any idle worker takes the next frame")
+    group.add_argument("--fps", type=positive_float, help="pace input to this many frames per second")
+    group.add_argument("--realtime", action="store_true", help="pace each stream to its source's own rate")
+    group.add_argument("--on-full", choices=POLICIES, default=None,
+                       help="when the workers are busy: every stream's policy (default by source: "
+                       "latest for a camera or stream, only its freshest frame waits; block for a "
+                       "file or folder, lose nothing)")
+    group.add_argument("--priority", action="append", metavar="STREAM=W",
+                       help="a stream's share of the workers under overload against the others' "
+                       "(default 1; STREAM is its name, its source or its position from 0); repeat")
+    group.add_argument("--latency-budget-ms", type=positive_float, metavar="MS",
+                       help="capture -> result: a frame goes only to a worker predicted to finish "
+                       "it in time; one that none can is skipped (late) before inference")
+    group.add_argument("--max-age-ms", type=positive_float, metavar="MS",
+                       help="skip (count as late) a frame older than this when a worker would take it")
+    group.add_argument("--restart-workers", action="store_true",
+                       help="restart a worker that dies, with back-off (at most 3 times a minute)")
+    group.add_argument("--drain-timeout", type=positive_float, default=10.0, metavar="S",
+                       help="on SIGTERM or Ctrl-C, wait this long for the frames in flight (default 10)")
+
+
+def _add_run_streams(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--stream-timeout", type=positive_float, default=10.0, metavar="S",
+                       help="a stream that gives no frame for this long is reconnected (default 10)")
+    group.add_argument("--max-reconnects", type=nonnegative_int, default=3, metavar="N",
+                       help="tries after a camera or stream fails, at the first open and every "
+                       "reopen, with back-off (0.5 s doubling to 30 s), before it is evicted "
+                       "(default 3)")
+    group.add_argument("--reconnect-forever", action="store_true",
+                       help="never evict a camera: keep reconnecting with back-off")
+    group.add_argument("--frames", type=positive_int, help="stop each stream after this many frames")
+    group.add_argument("--conf", type=fraction, default=0.25, help="confidence threshold, 0-1")
+    group.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold, 0-1")
+    group.add_argument("--recalibrate", action="store_true", help="measure again, ignore the cache")
+
+
+def _add_run_output(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--jsonl", metavar="PATH", help="write one JSON line per frame")
+    group.add_argument("--video", metavar="PATH", help="write an annotated video")
+    group.add_argument("--metrics-json", metavar="PATH", help="write the run's metrics as JSON")
+    group.add_argument("--plot", metavar="PATH", help="save latency and FPS plots (PNG, needs matplotlib)")
+    group.add_argument("--quiet", "-q", action="store_true",
+                       help="no progress display and no start-up lines (warnings, errors and the "
+                       "final report still print); the display is a live table on a terminal, "
+                       "else one line every 5 s on stderr")
+    group.add_argument("--metrics-port", type=int, default=0, metavar="N",
+                       help="serve Prometheus metrics on http://HOST:N/metrics and health on "
+                       "/healthz (200 ready or backpressure; 503 starved, stalled or idle); "
+                       "default 0: off")
+    group.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                       help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for every interface)")
+    group.add_argument("--serve", type=_serve_address, metavar="[HOST:]PORT",
+                       help="serve a live page (annotated tiles, per-stream figures, backends, "
+                       "events) and a REST API to add and remove streams, for the length of the "
+                       "run (docs/web.md); host 127.0.0.1 unless given; port 0: any free one")
+    group.add_argument("--token", metavar="TOKEN",
+                       help="what every request to --serve must carry (Authorization: Bearer TOKEN "
+                       "or ?token=TOKEN); needed to bind beyond 127.0.0.1 (default: $AIP_TOKEN)")
+
+
+def _serve_address(text: str) -> tuple[str, int]:
+    from aip.app.web import serve_address
+
+    return serve_address(text)
+
+
+def _add_calibrate_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     calibrate = commands.add_parser("calibrate", help="measure the backends, store weights")
     calibrate.add_argument("source", nargs="?", default="sample",
                            help="where the representative frame comes from (as for run)")
-    backend_options(calibrate)
+    _add_backend_options(calibrate)
     calibrate.add_argument("--seconds", type=float, default=3.0, help="per measurement phase")
     calibrate.add_argument("--show", action="store_true",
                            help="print what is cached and when it was measured; measure nothing")
     calibrate.set_defaults(handler=cmd_calibrate)
 
+
+def _add_export_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     export = commands.add_parser("export", help="export a model for runtimes (cached)")
     export.add_argument("model", nargs="?", help="a .pt or .yaml (default: seeded yolo11n.yaml)")
     export.add_argument("--format", "-f", action="append", choices=("onnx", "coreml", "torchscript"),
                         required=True, help="repeat for several")
-    export.add_argument("--imgsz", type=_imgsz, help="network input, e.g. 640 or 480x640")
+    export.add_argument("--imgsz", type=_imgsz, help="network input, e.g. 640 or 480x640 (default "
+                        "640); `aip run --model` runs the file at the size it was exported for")
     export.add_argument("--half", action="store_true", help="float16 weights")
     export.set_defaults(handler=cmd_export)
-
-    bench = commands.add_parser("bench", help="python -m aip.bench", add_help=False)
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
-    bench.set_defaults(handler=lambda args: _bench(args.rest))
-    return parser
 
 
 def _bench(rest: Sequence[str]) -> int:
@@ -682,6 +975,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "run":  # which flags were given, for checks that a default cannot fool
+            from aip.app.config import given_on_command_line
+
+            args.given_flags = given_on_command_line(build_parser, argv)
         if getattr(args, "config", None):
             from aip.app.config import apply
 

@@ -15,6 +15,9 @@ may also come as tables, with options of their own::
     frames = 1000
     priority = 2             # twice the share of a priority-1 stream under overload
     latency_budget_ms = 100  # capture -> result; a frame no worker can make it in: late
+    track = "bytetrack.yaml" # tracks per stream (zones and lines imply it)
+    zones = [{ name = "lobby", points = [[0, 0], [320, 0], [320, 480], [0, 480]], classes = ["person"] }]
+    lines = [{ name = "door", start = [400, 0], end = [400, 480] }]
 
 and backends as tables: ``[[backends]]`` with ``name = "onnx"`` and the
 backend's options (``threads = 1``).
@@ -46,7 +49,8 @@ NOT_IN_FILE = frozenset({"config", "help"})
 # Options of one stream table -> Pipeline.add_stream's keyword.
 STREAM_KEYS = {"source": "source", "name": "name", "fps": "fps", "policy": "policy",
                "max_age_ms": "max_age_ms", "frames": "max_frames", "priority": "priority",
-               "latency_budget_ms": "latency_budget_ms"}
+               "latency_budget_ms": "latency_budget_ms", "track": "track", "zones": "zones",
+               "lines": "lines"}
 
 
 # ---- value types shared by the flags and the file ------------------------------------------
@@ -125,7 +129,7 @@ def command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.Ar
 
 
 def file_keys(actions: dict[str, argparse.Action]) -> list[str]:
-    """Every key a config file may hold, as the README lists them."""
+    """Every key a config file may hold, as docs/usage.md lists them."""
     keys = {dest.replace("_", "-") for dest in actions if dest not in NOT_IN_FILE}
     return sorted(keys | {"backends", "streams (tables)"})
 
@@ -153,13 +157,15 @@ def apply(args: argparse.Namespace, argv: Sequence[str],
 
     Sets ``args.stream_options``: one dict of ``add_stream`` options per
     source, in the order of ``args.sources``, when the sources came from the
-    file's ``[[streams]]`` tables (else empty).
+    file's ``[[streams]]`` tables (else empty); and ``args.config_flags``:
+    the destinations the file set (a flag given there counts as given).
     """
     path = str(args.config)
     values = load(path)
     actions = {action.dest: action for action in command_parser(build_parser(), command)._actions}
     given = given_on_command_line(build_parser, argv, command)
     args.stream_options = []
+    args.config_flags = set()
     file_sources: list[str] = []
     tables: tuple[list[str], list[dict[str, Any]]] = ([], [])
     for key, value in values.items():
@@ -176,8 +182,10 @@ def apply(args: argparse.Namespace, argv: Sequence[str],
             file_sources = converted
         elif dest not in given:
             setattr(args, dest, converted)
+            args.config_flags.add(dest)
     if (file_sources or tables[0]) and "sources" not in given:
         args.sources = file_sources + tables[0]
+        args.config_flags.add("sources")
         if tables[0]:  # options line up with args.sources
             args.stream_options = [{} for _ in file_sources] + tables[1]
     return args
@@ -262,6 +270,12 @@ def stream_tables(path: str, tables: list[Any]) -> tuple[list[str], list[dict[st
                     if value not in POLICIES:
                         raise argparse.ArgumentTypeError(f"choose one of {', '.join(POLICIES)}")
                     converted = value
+                elif key == "track":
+                    if not isinstance(value, str) or not value:
+                        raise argparse.ArgumentTypeError("must name a tracker config (bytetrack.yaml, ...)")
+                    converted = value
+                elif key in ("zones", "lines"):
+                    converted = _regions(key, value)
                 elif isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise argparse.ArgumentTypeError("must be a number")
                 elif key == "frames":
@@ -274,6 +288,19 @@ def stream_tables(path: str, tables: list[Any]) -> tuple[list[str], list[dict[st
         sources.append(str(table["source"]))
         options.append(stream)
     return sources, options
+
+
+def _regions(key: str, value: Any) -> tuple[Any, ...]:
+    """``zones = [{...}, ...]`` or ``lines = [...]`` of a stream table, read."""
+    from aip.track.zones import Line, Zone
+
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError(f"must be a list of tables ([[streams.{key}]] or {key} = [{{...}}])")
+    kind = Zone if key == "zones" else Line
+    try:
+        return tuple(kind.from_dict(table) for table in value)
+    except (ValueError, TypeError, AttributeError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 __all__ = ["apply", "file_keys", "fraction", "load", "nonnegative_int", "port", "positive_float",

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
 
-    from aip.pipeline.metrics import LatencyStats
     from aip.pipeline import Pipeline
+    from aip.pipeline.metrics import BackendMetrics, LatencyStats, StreamMetrics
 
 __all__ = [
     "HEALTH_CODES", "LATENCY_BUCKETS_S", "MetricsServer", "PipelineCollector", "ProgressDisplay",
@@ -81,7 +81,7 @@ _REASONS = {
     "idle": "no run is going on (starting, calibrating or finished)",
     "starting": "the pipeline is not started yet",
 }
-_STATES = ("ready", "starved", "backpressure", "stalled", "idle")
+_STATES = ("ready", "starved", "backpressure", "stalled", "idle", "starting")
 _STREAM_STATES = ("running", "ended", "evicted", "removed")
 
 
@@ -147,53 +147,110 @@ class PipelineCollector:
 
     Register it anywhere: ``prometheus_client.REGISTRY.register(PipelineCollector(p))``.
     Counters start again at zero with each run (a new :class:`~aip.pipeline.metrics.Metrics`):
-    Prometheus' ``rate()`` treats that as a counter reset.
+    Prometheus' ``rate()`` treats that as a counter reset. Every family is
+    there from the first scrape, before the pipeline exists: the ``streams``
+    named (a run's sources, known before it starts) at zero, the rest with
+    no sample, so that a dashboard and an alert find them from the start.
     """
 
-    def __init__(self, pipeline: Pipeline | None = None) -> None:
+    def __init__(self, pipeline: Pipeline | None = None, *, streams: Sequence[str] = ()) -> None:
         self.pipeline = pipeline
+        self.streams = list(streams)
+        self.sinks: list[Any] = []  # remote sinks (MQTT, webhook): anything with .name and .stats()
 
     def collect(self) -> Iterator[Metric]:
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-            StateSetMetricFamily,
-        )
-
         pipeline = self.pipeline
         if pipeline is None:
+            yield from self._stream_families({})
+            yield from self._backend_families([], {})
+            yield from self._run_families(None, None, "starting")
+            yield from self._region_families({})
+            yield from self._sink_families(self.sinks)
             return
         status = pipeline.status()
         metrics = pipeline.metrics
-        streams = dict(metrics.streams)  # copies: the run loop may add to them meanwhile
-        backends = dict(metrics.backends)
+        # copies: the run loop may add to them meanwhile
+        yield from self._stream_families(dict(metrics.streams))
+        yield from self._backend_families(status["workers"], dict(metrics.backends))
+        state = observed_state(status, metrics.seconds_since_last_result())
+        yield from self._run_families(status, metrics.ideal_fps, state)
+        tracking = pipeline.tracking
+        yield from self._region_families(tracking.counts() if tracking is not None else {})
+        yield from self._sink_families(self.sinks)
 
-        counters = {
-            field: CounterMetricFamily(f"aip_stream_{field}", doc, labels=["stream"])
-            for field, doc in (
-                ("frames_read", "Frames read from the stream's source."),
-                ("frames_published", "Frames put in a slot for the workers."),
-                ("frames_ordered", "Results delivered in order."),
-                ("frames_dropped", "Frames dropped by the on-full policy, or lost."),
-                ("frames_late", "Frames skipped as older than max_age_ms."),
-                ("buffer_full_waits", "Waits for a free slot."),
-                ("reconnects", "Times the source was reopened."),
-            )
-        }
+    @staticmethod
+    def _region_families(counts: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
+        """Per stream, zone and class: objects inside, entries, exits; per line,
+        class and direction: crossings (:meth:`aip.track.RegionCounter.counts`)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        labels = ["stream", "zone", "class"]
+        inside = GaugeMetricFamily("aip_zone_objects", "Tracked objects inside the zone now.", labels=labels)
+        entered = CounterMetricFamily("aip_zone_entries", "Tracked objects that entered the zone.", labels=labels)
+        exited = CounterMetricFamily("aip_zone_exits", "Tracked objects that left the zone.", labels=labels)
+        crossed = CounterMetricFamily("aip_line_crossings", "Tracked objects that crossed the line.",
+                                      labels=["stream", "line", "class", "direction"])
+        for stream, regions in zip(redacted_names(counts), counts.values()):
+            for zone, figures in regions.get("zones", {}).items():
+                for family, key in ((inside, "inside"), (entered, "entered"), (exited, "exited")):
+                    for cls, count in figures.get(key, {}).items():
+                        family.add_metric([stream, zone, cls], float(count))
+            for line, figures in regions.get("lines", {}).items():
+                for direction in ("in", "out"):
+                    for cls, count in figures.get(direction, {}).items():
+                        crossed.add_metric([stream, line, cls, direction], float(count))
+        yield from (inside, entered, exited, crossed)
+
+    @staticmethod
+    def _sink_families(sinks: Sequence[Any]) -> Iterator[Metric]:
+        """Per remote sink: delivered, dropped (queue full, far end down or
+        refusing), retries, and whether its far end fails now."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        families = {key: CounterMetricFamily(f"aip_sink_{key}", doc, labels=["sink"]) for key, doc in (
+            ("delivered", "Messages the far end took."),
+            ("dropped", "Messages given up: the queue was full, or the far end refused or stayed down."),
+            ("retries", "Delivery attempts that failed and were tried again."))}
+        failing = GaugeMetricFamily("aip_sink_failing", "1 while the sink's far end fails.", labels=["sink"])
+        for sink in sinks:
+            stats = sink.stats()
+            for key, family in families.items():
+                family.add_metric([sink.name], float(stats[key]))
+            failing.add_metric([sink.name], 1.0 if stats["failing"] else 0.0)
+        yield from families.values()
+        yield failing
+
+    def _stream_families(self, streams: dict[str, StreamMetrics]) -> Iterator[Metric]:
+        """Per stream: the counters, the capture -> result histogram, the
+        state. A stream named at the start that has no figures yet: zeros."""
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, StateSetMetricFamily
+
+        from aip.pipeline.metrics import StreamMetrics
+
+        counters = {field: CounterMetricFamily(f"aip_stream_{field}", doc, labels=["stream"])
+                    for field, doc in _STREAM_COUNTERS}
         stream_latency = HistogramMetricFamily(
             "aip_stream_end_to_end_seconds", "Capture to ordered result, per stream.",
             labels=["stream"])
         stream_state = StateSetMetricFamily(
             "aip_stream_state", "The stream's state.", labels=["stream"])
-        for name, stream in zip(redacted_names(streams), streams.values()):
+        waiting = {name: StreamMetrics() for name in self.streams if name not in streams}
+        named = {**streams, **waiting}
+        for name, (key, stream) in zip(redacted_names(named), named.items()):
             for field, family in counters.items():
                 family.add_metric([name], getattr(stream, field))
             stream_latency.add_metric([name], *_histogram_buckets(stream.end_to_end))
-            stream_state.add_metric([name], {s: stream.state == s for s in _STREAM_STATES})
+            if key in streams:
+                stream_state.add_metric([name], {s: stream.state == s for s in _STREAM_STATES})
         yield from counters.values()
         yield stream_latency
         yield stream_state
+
+    @staticmethod
+    def _backend_families(workers: list[dict[str, Any]],
+                          backends: dict[str, BackendMetrics]) -> Iterator[Metric]:
+        """Per backend (a worker's label): frames, latency histograms, up."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         frames = CounterMetricFamily("aip_backend_frames", "Frames inferred by the backend's worker.",
                                      labels=["backend"])
@@ -205,7 +262,7 @@ class PipelineCollector:
                                            labels=["backend"])
         up = GaugeMetricFamily("aip_backend_up", "1 while the backend's worker is alive.",
                                labels=["backend", "device"])
-        for worker in status["workers"]:
+        for worker in workers:
             label = worker["label"]
             backend = backends.get(label)
             frames.add_metric([label], backend.frames if backend else 0)
@@ -215,20 +272,36 @@ class PipelineCollector:
             up.add_metric([label, str(worker["device"])], 1.0 if worker["alive"] else 0.0)
         yield from (frames, inference, end_to_end, up)
 
-        yield GaugeMetricFamily("aip_fps", "Ordered results per second over the last 2 s.",
-                                value=float(status["fps"]))
-        if metrics.ideal_fps:
-            yield GaugeMetricFamily("aip_calibrated_fps", "Calibrated throughput of all backends together.",
-                                    value=float(metrics.ideal_fps))
-        if status["slots"] is not None:  # None between runs
-            slots = GaugeMetricFamily("aip_slots", "Frame slots in each state (FREE, WRITING, "
-                                      "READY, READING).", labels=["state"])
-            for name, count in status["slots"].items():
-                slots.add_metric([name], float(count))
-            yield slots
-        state = observed_state(status, metrics.seconds_since_last_result())
+    @staticmethod
+    def _run_families(status: Mapping[str, Any] | None, ideal_fps: float | None,
+                      state: str) -> Iterator[Metric]:
+        """The whole run: FPS, the calibration, the slots, the state."""
+        from prometheus_client.core import GaugeMetricFamily, StateSetMetricFamily
+
+        fps = GaugeMetricFamily("aip_fps", "Ordered results per second over the last 2 s.",
+                                value=float(status["fps"]) if status is not None else 0.0)
+        calibrated = GaugeMetricFamily("aip_calibrated_fps",
+                                       "Calibrated throughput of all backends together.")
+        if ideal_fps:
+            calibrated.add_metric([], float(ideal_fps))
+        slots = GaugeMetricFamily("aip_slots", "Frame slots in each state (FREE, WRITING, "
+                                  "READY, READING).", labels=["state"])
+        for name, count in ((status or {}).get("slots") or {}).items():  # None between runs
+            slots.add_metric([name], float(count))
+        yield from (fps, calibrated, slots)
         yield StateSetMetricFamily("aip_state", "The pipeline's state, as /healthz says it.",
                                    value={s: state == s for s in _STATES})
+
+
+_STREAM_COUNTERS = (
+    ("frames_read", "Frames read from the stream's source."),
+    ("frames_published", "Frames put in a slot for the workers."),
+    ("frames_ordered", "Results delivered in order."),
+    ("frames_dropped", "Frames dropped by the on-full policy, or lost."),
+    ("frames_late", "Frames skipped as older than max_age_ms."),
+    ("buffer_full_waits", "Waits for a free slot."),
+    ("reconnects", "Times the source was reopened."),
+)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -285,10 +358,10 @@ class MetricsServer:
     """
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1", *,
-                 pipeline: Pipeline | None = None) -> None:
+                 pipeline: Pipeline | None = None, streams: Sequence[str] = ()) -> None:
         self.host = host
         self.requested_port = port
-        self.collector = PipelineCollector(pipeline)
+        self.collector = PipelineCollector(pipeline, streams=streams)
         self._registry: CollectorRegistry | None = None
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None

@@ -42,7 +42,7 @@ _TORCH_OPTIONS = _COMMON_OPTIONS | {
 }
 BACKEND_OPTIONS: dict[str, frozenset[str]] = {
     # model and imgsz are accepted and ignored: a sim worker stands in a spec list beside real ones
-    "sim": _COMMON_OPTIONS | {"latency_s", "jitter_s", "slowdown_after", "slowdown_factor",
+    "sim": _COMMON_OPTIONS | {"latency_s", "jitter_s", "slowdown_after", "slowdown_factor", "boxes",
                               "crash_on", "raise_on", "crash_after", "die_after_put_on", "busy"},
     "cpu": _TORCH_OPTIONS,
     "cuda": _TORCH_OPTIONS,
@@ -134,6 +134,11 @@ class Backend(ABC):
     @abstractmethod
     def infer(self, batch: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """Run the model on one input; return its raw output (1, 4+nc, N)."""
+
+    def frame_detections(self, frame: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """A backend that takes raw frames (``wants_tensor = False``: sim) gives
+        each frame's (K, 6) detections here; none by default."""
+        return np.zeros((0, 6), np.float32)
 
     def after_result(self) -> None:
         """Called once a frame's result is out, before its slot is released

@@ -11,7 +11,9 @@ failure-path tests: a frame whose first byte equals ``crash_on`` kills the
 worker process (as a segfault in a driver would), one whose first byte
 equals ``raise_on`` makes ``infer`` raise, ``crash_after`` kills it after
 that many frames, and ``die_after_put_on`` kills it once the result of such
-a frame is out but before its slot is released.
+a frame is out but before its slot is released. ``boxes=N`` gives every
+frame N detections on a grid that drifts right a pixel a frame (what a
+tracker and zones have to work on, for their cost in scheduler studies).
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ class SimBackend(Backend):
                                  else int(options["die_after_put_on"]))
         self._last_first: int | None = None
         self.busy = str(options.get("busy", False)).lower() in ("1", "true", "yes")
+        self.boxes = int(options.get("boxes", 0))
 
     @property
     def device(self) -> str:
@@ -86,6 +89,20 @@ class SimBackend(Backend):
             time.sleep(self.service_time())
         self._frames += 1
         return EMPTY_OUTPUT
+
+    def frame_detections(self, frame: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """``boxes`` detections of ``frame``: a grid of 48-pixel boxes, drifting."""
+        if not self.boxes:
+            return np.zeros((0, 6), np.float32)
+        height, width = int(frame.shape[0]), int(frame.shape[1])
+        columns = max(1, width // 64)
+        index = np.arange(self.boxes)
+        x1 = (index % columns) * 64.0 + (self._frames % 16)
+        y1 = (index // columns % max(1, height // 64)) * 64.0
+        out = np.empty((self.boxes, 6), np.float32)
+        out[:, 0], out[:, 1], out[:, 2], out[:, 3] = x1, y1, x1 + 48, y1 + 48
+        out[:, 4], out[:, 5] = 0.9, index % 3
+        return out
 
     def after_result(self) -> None:
         if self.die_after_put_on is not None and self._last_first == self.die_after_put_on:

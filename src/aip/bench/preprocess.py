@@ -82,50 +82,36 @@ def summarize(system: str, config: dict[str, Any], latencies_ns: list[int]) -> d
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aip.bench preprocess", description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=400, help="frames per system per round")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
-    parser.add_argument("--json", type=Path, help="write results here")
-    args = parser.parse_args(argv)
+def compare(dst_hw: tuple[int, int], half: bool, frames: list[np.ndarray], per_round: int,
+            rounds: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Both systems on one input size and dtype: their rows, and aip's speedup over ultralytics."""
+    config = {
+        "frame": f"{FRAME_HW[1]}x{FRAME_HW[0]}",
+        "input_hw": list(dst_hw),
+        "dtype": "float16" if half else "float32",
+    }
+    systems = {"ultralytics": ultralytics_path(dst_hw, half), "aip": aip_path(dst_hw, half)}
+    np.testing.assert_allclose(  # same output before timing anything
+        systems["aip"](frames[0]).float().numpy(),
+        systems["ultralytics"](frames[0]).float().numpy(),
+        atol=2 / 255,
+    )
+    latencies: dict[str, list[int]] = {name: [] for name in systems}
+    for run in systems.values():  # warm up: Numba's cache load, allocator, thread pools
+        time_block(run, frames, 50, [])
+    for _ in range(rounds):
+        for name, run in systems.items():
+            time_block(run, frames, per_round, latencies[name])
+    rows = {name: summarize(name, config, latencies[name]) for name in systems}
+    speedup = {
+        "config": config,
+        "mean": rows["ultralytics"]["mean_us"] / rows["aip"]["mean_us"],
+        "p50": rows["ultralytics"]["p50_us"] / rows["aip"]["p50_us"],
+    }
+    return list(rows.values()), speedup
 
-    import cv2
-    import torch
-    import ultralytics
 
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (*FRAME_HW, 3), dtype=np.uint8) for _ in range(POOL_SIZE)]
-    results: list[dict[str, Any]] = []
-    speedups: list[dict[str, Any]] = []
-    for dst_hw in ((640, 640), (480, 640)):
-        for half in (False, True):
-            config = {
-                "frame": f"{FRAME_HW[1]}x{FRAME_HW[0]}",
-                "input_hw": list(dst_hw),
-                "dtype": "float16" if half else "float32",
-            }
-            systems = {"ultralytics": ultralytics_path(dst_hw, half), "aip": aip_path(dst_hw, half)}
-            np.testing.assert_allclose(  # same output before timing anything
-                systems["aip"](frames[0]).float().numpy(),
-                systems["ultralytics"](frames[0]).float().numpy(),
-                atol=2 / 255,
-            )
-            latencies: dict[str, list[int]] = {name: [] for name in systems}
-            for run in systems.values():  # warm up: Numba's cache load, allocator, thread pools
-                time_block(run, frames, 50, [])
-            for _ in range(args.rounds):
-                for name, run in systems.items():
-                    time_block(run, frames, args.frames, latencies[name])
-            rows = {name: summarize(name, config, latencies[name]) for name in systems}
-            results += rows.values()
-            speedups.append(
-                {
-                    "config": config,
-                    "mean": rows["ultralytics"]["mean_us"] / rows["aip"]["mean_us"],
-                    "p50": rows["ultralytics"]["p50_us"] / rows["aip"]["p50_us"],
-                }
-            )
-
+def print_table(results: list[dict[str, Any]], speedups: list[dict[str, Any]]) -> None:
     print(f"{'frame':>7} {'input':>8} {'dtype':>8} {'system':>12} {'mean us':>9} {'p50 us':>9} {'p99 us':>9}")
     for row in results:
         cfg = row["config"]
@@ -139,22 +125,44 @@ def main(argv: list[str] | None = None) -> int:
         shape = "x".join(map(str, cfg["input_hw"]))
         print(f"speedup {shape} {cfg['dtype']}: mean {speedup['mean']:.2f}x, p50 {speedup['p50']:.2f}x")
 
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on, with the versions and threads of both paths."""
+    import cv2
+    import torch
+    import ultralytics
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "opencv": cv2.__version__,
+        "opencv_threads": cv2.getNumThreads(),
+        "ultralytics": ultralytics.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aip.bench preprocess", description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=400, help="frames per system per round")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
+    parser.add_argument("--json", type=Path, help="write results here")
+    args = parser.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (*FRAME_HW, 3), dtype=np.uint8) for _ in range(POOL_SIZE)]
+    results: list[dict[str, Any]] = []
+    speedups: list[dict[str, Any]] = []
+    for dst_hw in ((640, 640), (480, 640)):
+        for half in (False, True):
+            rows, speedup = compare(dst_hw, half, frames, args.frames, args.rounds)
+            results += rows
+            speedups.append(speedup)
+    print_table(results, speedups)
     if args.json:
-        document = {
-            "suite": "preprocess",
-            "machine": {
-                "python": sys.version.split()[0],
-                "platform": platform.platform(),
-                "cpus": os.cpu_count(),
-                "torch": torch.__version__,
-                "torch_threads": torch.get_num_threads(),
-                "opencv": cv2.__version__,
-                "opencv_threads": cv2.getNumThreads(),
-                "ultralytics": ultralytics.__version__,
-            },
-            "results": results,
-            "speedup": speedups,
-        }
+        document = {"suite": "preprocess", "machine": machine(), "results": results, "speedup": speedups}
         args.json.write_text(json.dumps(document, indent=2) + "\n")
     return 0
 

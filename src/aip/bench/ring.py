@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from aip.bench.report import format_table, percentiles_us, publish, suite_parser
-from aip.ring import HINT_ANY, ResultRing, SlotTable, slot_arrays
+from aip.ring import ANY_WORKER, ResultRing, SlotTable, slot_arrays
 
 CTX = mp.get_context("spawn")
 MSG_SIZE = 64
@@ -449,7 +449,7 @@ def _null_worker_slot_table(name: str, count: int, ready: Any) -> None:
     checksum = 0
     ready.set()
     for _ in range(count):
-        slot = table.claim(HINT_ANY, 0, timeout=TIMEOUT_S)
+        slot = table.claim(ANY_WORKER, 0, timeout=TIMEOUT_S)
         checksum += int(frames[slot][0, 0, 0])  # touch it: a zero-copy read
         table.release(slot, 0)
     del frames
@@ -471,7 +471,7 @@ def frames_slot_table(count: int) -> float:
             for i in range(count):
                 slot = table.acquire_free(timeout=TIMEOUT_S)
                 np.copyto(frames[slot], source[i % len(source)])
-                table.publish(slot, i, HINT_ANY)
+                table.publish(slot, i, ANY_WORKER)
             # The clock stops at the last release: every slot free again.
             held = [table.acquire_free(timeout=TIMEOUT_S) for _ in range(FRAME_SLOTS)]
             elapsed = time.perf_counter() - start

@@ -23,11 +23,13 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from aip._core._segment import process_alive, process_start
 from aip.backends import BackendSpec
 from aip.bench.report import publish, suite_parser
 
@@ -62,39 +64,108 @@ def growth(samples: list[int]) -> float | None:
     return (last - first) / first if first else None
 
 
+@dataclass
+class _Accounting:
+    """What came out of the stream: each frame id should come once, in order, as a result or a gap."""
+
+    expected_id: int = 0
+    delivered: int = 0
+    gaps: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    out_of_order: int = 0
+
+    def note(self, frame_id: int, gap_reason: str | None) -> None:
+        if frame_id < self.expected_id:
+            self.duplicates += 1
+        elif frame_id > self.expected_id:
+            self.out_of_order += 1
+            self.expected_id = frame_id + 1
+        else:
+            self.expected_id += 1
+        if gap_reason is not None:
+            self.gaps[gap_reason] += 1
+        else:
+            self.delivered += 1
+
+    @property
+    def accounted(self) -> int:
+        return self.delivered + sum(self.gaps.values())
+
+
+class _WorkerKiller:
+    """SIGKILLs a pool's workers round-robin on a schedule, never the last one alive, and
+    remembers every worker process the pool ever ran (pid -> start time)."""
+
+    def __init__(self, pool: Any, workers: int, kills: int, kill_every: int) -> None:
+        self.pool = pool
+        self.workers = workers
+        self.kills = kills
+        self.kill_every = kill_every
+        self.next_kill = kill_every
+        self.victim = 0
+        self.killed: list[dict[str, Any]] = []
+        self.seen: dict[int, int] = {}
+
+    def live_pids(self) -> list[int]:
+        """The pids of the workers alive now; notes any new worker process."""
+        pids = []
+        for worker in self.pool.workers:
+            pid = worker.process.pid
+            if pid is not None and pid not in self.seen:
+                self.seen[pid] = process_start(pid) or 0
+            if pid is not None and worker.alive and worker.process.is_alive():
+                pids.append(pid)
+        return pids
+
+    def kill_if_due(self, count: int, live: list[int]) -> None:
+        if count < self.next_kill or len(self.killed) >= self.kills or len(live) < 2:
+            return
+        victim_worker = self.pool.workers[self.victim % self.workers]
+        self.victim += 1
+        pid = victim_worker.process.pid
+        if pid in live:
+            os.kill(pid, signal.SIGKILL)
+            self.killed.append({"frame": count, "worker": victim_worker.label, "pid": pid})
+            self.next_kill += self.kill_every
+
+
+@dataclass
+class _RssSamples:
+    """Resident memory of the manager and (mean of) the live workers, sampled after warm-up."""
+
+    warmup: int
+    every: int
+    manager: list[int] = field(default_factory=list)
+    workers: list[int] = field(default_factory=list)
+
+    def sample_if_due(self, count: int, live: list[int]) -> None:
+        if count > self.warmup and (count - self.warmup) % self.every == 0:
+            self.manager.append(rss_bytes(os.getpid()) or 0)
+            sizes = [rss_bytes(pid) for pid in live]
+            self.workers.append(int(np.mean([s for s in sizes if s])) if any(sizes) else 0)
+
+
+def _repeat(frame: np.ndarray, count: int) -> Iterator[np.ndarray]:
+    for _ in range(count):
+        yield frame
+
+
 def soak(frames: int = 100_000, kills: int | None = None, workers: int = 4, latency_ms: float = 1.0,
          jitter_ms: float = 0.5, shape: tuple[int, int, int] = (48, 64, 3), seed: int = 0,
          max_growth: float = 0.05) -> dict[str, Any]:
     """Run the soak; returns its figures and whether each check passed."""
-    from aip._core._segment import process_alive, process_start
     from aip.pipeline import Pipeline
     from aip.pipeline.reorder import Gap
-    from aip.segments import list_segments
 
     if workers < 2:
         raise ValueError("the soak needs at least 2 workers: it never kills the last one alive")
     kills = max(0, frames // 4000) if kills is None else kills
-    kill_every = frames // (kills + 1) if kills else frames + 1
     specs = [BackendSpec("sim", {"latency_s": latency_ms / 1e3, "jitter_s": jitter_ms / 1e3,
                                  "seed": seed + i}) for i in range(workers)]
     frame = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
-
-    def source() -> Iterator[np.ndarray]:
-        for _ in range(frames):
-            yield frame
-
-    expected_id = 0
-    delivered = 0
-    gaps: Counter[str] = Counter()
-    duplicates = out_of_order = 0
-    killed: list[dict[str, Any]] = []
-    seen_workers: dict[int, int] = {}  # pid -> start time, every worker process that ever ran
-    manager_rss: list[int] = []
-    worker_rss: list[int] = []
+    account = _Accounting()
     warmup = int(frames * WARMUP_FRACTION)
-    sample_every = max(1, (frames - warmup) // SAMPLES)
-    next_kill = kill_every
-    victim = 0
+    rss = _RssSamples(warmup=warmup, every=max(1, (frames - warmup) // SAMPLES))
     pipeline = Pipeline(specs, mode="pull", n_slots=4 * workers, restart_workers=True,
                         # kills come faster than any real failure: the restart limit is not what is tested
                         max_restarts_per_minute=10_000, stall_timeout_s=30.0)
@@ -102,69 +173,48 @@ def soak(frames: int = 100_000, kills: int | None = None, workers: int = 4, late
     with pipeline:
         pipeline.start(shape)
         names = {pipeline.pool.table.name, pipeline.pool.ring.name}
-
-        def note_workers() -> list[int]:
-            pids = []
-            for worker in pipeline.pool.workers:
-                pid = worker.process.pid
-                if pid is not None and pid not in seen_workers:
-                    seen_workers[pid] = process_start(pid) or 0
-                if pid is not None and worker.alive and worker.process.is_alive():
-                    pids.append(pid)
-            return pids
-
-        for count, result in enumerate(pipeline.run(source()), start=1):
-            if result.frame_id < expected_id:
-                duplicates += 1
-            elif result.frame_id > expected_id:
-                out_of_order += 1
-                expected_id = result.frame_id + 1
-            else:
-                expected_id += 1
-            if isinstance(result, Gap):
-                gaps[result.reason] += 1
-            else:
-                delivered += 1
-            live = note_workers()
-            if count >= next_kill and len(killed) < kills and len(live) >= 2:
-                victim_worker = pipeline.pool.workers[victim % workers]
-                victim += 1
-                pid = victim_worker.process.pid
-                if pid in live:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append({"frame": count, "worker": victim_worker.label, "pid": pid})
-                    next_kill += kill_every
-            if count > warmup and (count - warmup) % sample_every == 0:
-                manager_rss.append(rss_bytes(os.getpid()) or 0)
-                sizes = [rss_bytes(pid) for pid in live]
-                worker_rss.append(int(np.mean([s for s in sizes if s])) if any(sizes) else 0)
+        killer = _WorkerKiller(pipeline.pool, workers, kills, frames // (kills + 1) if kills else frames + 1)
+        for count, result in enumerate(pipeline.run(_repeat(frame, frames)), start=1):
+            account.note(result.frame_id, result.reason if isinstance(result, Gap) else None)
+            live = killer.live_pids()
+            killer.kill_if_due(count, live)
+            rss.sample_if_due(count, live)
         elapsed = time.perf_counter() - started
-        note_workers()
-        restarts = len(seen_workers) - workers
+        killer.live_pids()
     # closed: every worker joined, both segments unlinked
+    config = {"frames": frames, "kills": kills, "workers": workers, "latency_ms": latency_ms,
+              "jitter_ms": jitter_ms, "shape": list(shape), "policy": "block", "mode": "pull"}
+    return _report(config, account, killer, rss, names, elapsed, max_growth)
+
+
+def _report(config: dict[str, Any], account: _Accounting, killer: _WorkerKiller, rss: _RssSamples,
+            names: set[str], elapsed: float, max_growth: float) -> dict[str, Any]:
+    """The soak's figures, what it left behind, and each check, from a closed pipeline."""
+    from aip.segments import list_segments
+
+    frames = config["frames"]
     segments_left = sorted(s.name for s in list_segments()
                            if s.name in names or s.creator_pid == os.getpid())
-    processes_left = {pid: process_state(pid) for pid, start in seen_workers.items()
+    processes_left = {pid: process_state(pid) for pid, start in killer.seen.items()
                       if process_alive(pid, start)}
-    accounted = delivered + sum(gaps.values())
-    manager_growth, worker_growth = growth(manager_rss), growth(worker_rss)
+    manager_growth, worker_growth = growth(rss.manager), growth(rss.workers)
     checks = {
-        "every frame accounted for": accounted == frames and expected_id == frames,
-        "delivered once, in order": duplicates == 0 and out_of_order == 0,
-        "kills done": len(killed) == kills,
+        "every frame accounted for": account.accounted == frames and account.expected_id == frames,
+        "delivered once, in order": account.duplicates == 0 and account.out_of_order == 0,
+        "kills done": len(killer.killed) == config["kills"],
         f"manager memory growth < {max_growth:.0%}": manager_growth is None or manager_growth < max_growth,
         f"worker memory growth < {max_growth:.0%}": worker_growth is None or worker_growth < max_growth,
         "no segment left": not segments_left,
         "no worker process or zombie left": not processes_left,
     }
     return {
-        "config": {"frames": frames, "kills": kills, "workers": workers, "latency_ms": latency_ms,
-                   "jitter_ms": jitter_ms, "shape": list(shape), "policy": "block", "mode": "pull"},
-        "frames": frames, "delivered": delivered, "gaps": dict(gaps), "accounted": accounted,
-        "duplicates": duplicates, "out_of_order": out_of_order,
-        "kills": killed, "restarts": restarts, "seconds": elapsed, "fps": frames / elapsed,
-        "manager_rss_mib": [round(v / 2**20, 2) for v in manager_rss],
-        "worker_rss_mib": [round(v / 2**20, 2) for v in worker_rss],
+        "config": config,
+        "frames": frames, "delivered": account.delivered, "gaps": dict(account.gaps),
+        "accounted": account.accounted, "duplicates": account.duplicates,
+        "out_of_order": account.out_of_order, "kills": killer.killed,
+        "restarts": len(killer.seen) - config["workers"], "seconds": elapsed, "fps": frames / elapsed,
+        "manager_rss_mib": [round(v / 2**20, 2) for v in rss.manager],
+        "worker_rss_mib": [round(v / 2**20, 2) for v in rss.workers],
         "manager_growth": manager_growth, "worker_growth": worker_growth,
         "segments_left": segments_left, "processes_left": processes_left,
         "checks": checks, "passed": all(checks.values()),

@@ -352,85 +352,112 @@ def stage_times(model: Any, video: Path, plan: Plan, half: bool) -> dict[str, An
     """
     import torch
 
+    from aip.io.sources import VideoFileSource
     from aip.vision.models import load_torch_model
     from aip.vision.postprocess import postprocess
     from aip.vision.preprocess import Preprocessor
-    from aip.io.sources import VideoFileSource
 
     device = plan.device
     cuda = device == "cuda"
     row: dict[str, Any] = {"precision": _precision(half, plan)}
     half = half and cuda  # fp16 convolutions on a CPU are slow emulation: a dry run keeps fp32
-    decode: list[float] = []
-    frames: list[np.ndarray] = []
     with VideoFileSource(video) as source:
-        iterator = iter(source)
-        while True:
-            start = time.perf_counter()
-            item = next(iterator, None)
-            if item is None:
-                break
-            decode.append((time.perf_counter() - start) * 1e3)
-            frames.append(item[0])
+        frames, decode = _decode_timed(source)
     row["decode_ms"] = _median_ms(decode[1:])
     dtype = np.dtype(np.float16 if half else np.float32)
     pre = Preprocessor(frames[0].shape, plan.imgsz, dtype)
     network = load_torch_model(model, device)
     network = network.half() if half else network
+    timer = _StageTimer(cuda)
+    frame = frames[len(frames) // 2]
+    row["preprocess_ms"], tensor = timer.median_ms(lambda: pre(frame))
+    row["h2d_pageable_ms"], on_device = timer.median_ms(lambda: torch.from_numpy(tensor).to(device))
+    row["h2d_pinned_ms"] = _pinned_copy_ms(tensor, on_device, timer) if cuda else None
+    with torch.inference_mode():
+        row["kernels_ms"], output = _kernels_ms(network, on_device, timer)
+        head = output[0] if isinstance(output, (tuple, list)) else output
+        row["d2h_ms"], raw = timer.median_ms(lambda: head.float().cpu().numpy())
+    row["postprocess_ms"], _ = timer.median_ms(lambda: postprocess(raw, frame.shape[:2], pre.params, CONF, IOU))
+    row["h2d_ms"] = row["h2d_pinned_ms"] if row["h2d_pinned_ms"] is not None else row["h2d_pageable_ms"]
+    row["decode_fps"] = 1e3 / row["decode_ms"] if row["decode_ms"] > 0 else None
+    return row
 
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize()
 
-    def timed(step: Callable[[], Any], repeats: int = STAGE_REPEATS) -> tuple[float, Any]:
+def _decode_timed(source: Any) -> tuple[list[np.ndarray], list[float]]:
+    """Every frame of ``source``, and how long each took to decode (ms)."""
+    decode: list[float] = []
+    frames: list[np.ndarray] = []
+    iterator = iter(source)
+    while True:
+        start = time.perf_counter()
+        item = next(iterator, None)
+        if item is None:
+            break
+        decode.append((time.perf_counter() - start) * 1e3)
+        frames.append(item[0])
+    return frames, decode
+
+
+class _StageTimer:
+    """Times one stage: a few warm-up calls, then the median of many, the GPU synchronised after each."""
+
+    def __init__(self, cuda: bool) -> None:
+        import torch
+
+        self.cuda = cuda
+        self._synchronize = torch.cuda.synchronize
+
+    def sync(self) -> None:
+        if self.cuda:
+            self._synchronize()
+
+    def median_ms(self, step: Callable[[], Any], repeats: int = STAGE_REPEATS) -> tuple[float, Any]:
+        """The median ms of ``step`` over ``repeats`` calls, and what its last call returned."""
         out: Any = None
         for _ in range(3):
             out = step()
-        sync()
+        self.sync()
         samples = []
         for _ in range(repeats):
             start = time.perf_counter()
             out = step()
-            sync()
+            self.sync()
             samples.append((time.perf_counter() - start) * 1e3)
         return _median_ms(samples), out
 
-    frame = frames[len(frames) // 2]
-    row["preprocess_ms"], tensor = timed(lambda: pre(frame))
-    row["h2d_pageable_ms"], on_device = timed(lambda: torch.from_numpy(tensor).to(device))
-    if cuda:
-        pinned = torch.empty(tensor.shape, dtype=on_device.dtype, pin_memory=True)
-        target = torch.empty_like(on_device)
 
-        def pinned_copy() -> Any:
-            pinned.numpy()[...] = tensor
-            return target.copy_(pinned, non_blocking=True)
+def _pinned_copy_ms(tensor: np.ndarray, on_device: Any, timer: _StageTimer) -> float:
+    """A host-to-device copy through pinned memory (the ``pinned`` tuning), median ms."""
+    import torch
 
-        row["h2d_pinned_ms"], _ = timed(pinned_copy)
-    else:
-        row["h2d_pinned_ms"] = None
-    with torch.inference_mode():
-        if cuda:
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            for _ in range(3):
-                network(on_device)
-            samples = []
-            for _ in range(STAGE_REPEATS):
-                begin.record()
-                network(on_device)
-                end.record()
-                end.synchronize()
-                samples.append(begin.elapsed_time(end))
-            row["kernels_ms"] = _median_ms(samples)
-            output = network(on_device)
-        else:
-            row["kernels_ms"], output = timed(lambda: network(on_device), repeats=5)
-        head = output[0] if isinstance(output, (tuple, list)) else output
-        row["d2h_ms"], raw = timed(lambda: head.float().cpu().numpy())
-    row["postprocess_ms"], _ = timed(lambda: postprocess(raw, frame.shape[:2], pre.params, CONF, IOU))
-    row["h2d_ms"] = row["h2d_pinned_ms"] if row["h2d_pinned_ms"] is not None else row["h2d_pageable_ms"]
-    row["decode_fps"] = 1e3 / row["decode_ms"] if row["decode_ms"] > 0 else None
-    return row
+    pinned = torch.empty(tensor.shape, dtype=on_device.dtype, pin_memory=True)
+    target = torch.empty_like(on_device)
+
+    def pinned_copy() -> Any:
+        pinned.numpy()[...] = tensor
+        return target.copy_(pinned, non_blocking=True)
+
+    return timer.median_ms(pinned_copy)[0]
+
+
+def _kernels_ms(network: Any, on_device: Any, timer: _StageTimer) -> tuple[float, Any]:
+    """The network's time on a tensor already on the device (CUDA events on a GPU), median ms,
+    and one more output of it."""
+    if not timer.cuda:
+        return timer.median_ms(lambda: network(on_device), repeats=5)
+    import torch
+
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for _ in range(3):
+        network(on_device)
+    samples = []
+    for _ in range(STAGE_REPEATS):
+        begin.record()
+        network(on_device)
+        end.record()
+        end.synchronize()
+        samples.append(begin.elapsed_time(end))
+    return _median_ms(samples), network(on_device)
 
 
 def _precision(half: bool, plan: Plan) -> str:
@@ -562,15 +589,14 @@ def run(frames: int | None = None, model: str | None = None, seconds: float = 3.
         time_budget_s: float | None = None, json_path: str | None = None) -> dict[str, Any]:
     """Every row of the cuda plan (see the module); the document ``--json`` writes."""
     check_gpu(dry_run)
-    from aip.vision.models import RandomWeightsWarning, export, resolve_model
     from aip.io.samples import sample_video
+    from aip.vision.models import RandomWeightsWarning, resolve_model
 
     started = time.monotonic()
     plan = Plan(dry_run=dry_run, frames=frames or (DRY_FRAMES if dry_run else GPU_FRAMES),
                 imgsz=DRY_IMGSZ if dry_run else IMGSZ, seconds=0.5 if dry_run else seconds)
     warnings.simplefilter("ignore", RandomWeightsWarning)  # said once below instead
     source = resolve_model(model)
-    model_path = str(source.path)
     video = sample_video(plan.frames)
     sampler = GpuSampler()
     document: dict[str, Any] = {
@@ -585,46 +611,79 @@ def run(frames: int | None = None, model: str | None = None, seconds: float = 3.
     if source.random_weights:
         print("model: yolo11n.yaml with seeded random weights: detections are meaningless, "
               "throughput is real", flush=True)
+    rows = _RowRunner(document, started, time_budget_s, json_path)
+    stages = {half: rows.step(f"stages {'fp16' if half else 'fp32'}",
+                              functools.partial(stage_times, source, video, plan, half), "stages")
+              for half in (False, True)}
+    decode_fps = next((s["decode_fps"] for s in stages.values() if s), None)
+    for half in (False, True):
+        rows.step(f"ultralytics {'fp16' if half else 'fp32'}",
+                  functools.partial(ultralytics_gpu, source.path, video, plan, half, sampler))
+    for half, graph in ((False, False), (True, False), (True, True)):
+        rows.step(f"raw {'fp16' if half else 'fp32'}{' graph' if graph else ''}",
+                  functools.partial(raw_network, source, plan, half, graph))
+    _aip_rows(rows, plan, source, video, sampler, stages, decode_fps)
+    sampler.close()
+    document["elapsed_s"] = time.monotonic() - started
+    rows.save()
+    return document
 
-    def save() -> None:
-        if json_path:
-            write_json(json_path, "yolo", **document)
 
-    def step(name: str, measure: Callable[[], dict[str, Any]], into: str = "results") -> dict[str, Any] | None:
-        if time_budget_s is not None and time.monotonic() - started > time_budget_s:
-            document["skipped"].append({"row": name, "why": f"time budget of {time_budget_s:.0f} s spent"})
-            print(f"skipped (time budget): {name}", flush=True)
-            save()
+class _RowRunner:
+    """Measures the plan's rows one at a time into the document, within the time budget.
+
+    A row that fails, or would start after the budget, is listed as skipped
+    instead: one failed row must not lose the others. The JSON is rewritten
+    after every row.
+    """
+
+    def __init__(self, document: dict[str, Any], started: float, time_budget_s: float | None,
+                 json_path: str | None) -> None:
+        self.document = document
+        self.started = started
+        self.time_budget_s = time_budget_s
+        self.json_path = json_path
+
+    def save(self) -> None:
+        if self.json_path:
+            write_json(self.json_path, "yolo", **self.document)
+
+    def step(self, name: str, measure: Callable[[], dict[str, Any]], into: str = "results") -> dict[str, Any] | None:
+        """``measure()`` as the row ``name``, appended to the document's ``into``; None if skipped."""
+        budget = self.time_budget_s
+        if budget is not None and time.monotonic() - self.started > budget:
+            self._skip(name, f"time budget of {budget:.0f} s spent", f"skipped (time budget): {name}")
             return None
         try:
             row = measure()
         except Exception as error:  # noqa: BLE001  # one failed row must not lose the others
-            document["skipped"].append({"row": name, "why": f"{type(error).__name__}: {error}"})
-            print(f"failed: {name}: {type(error).__name__}: {error}", flush=True)
-            save()
+            why = f"{type(error).__name__}: {error}"
+            self._skip(name, why, f"failed: {name}: {why}")
             return None
-        document[into].append(row)
+        self.document[into].append(row)
         columns = STAGE_COLUMNS if into == "stages" else COLUMNS
         print(format_table([row], columns).splitlines()[-1], flush=True)
-        save()
+        self.save()
         return row
 
-    stages = {half: step(f"stages {'fp16' if half else 'fp32'}",
-                         functools.partial(stage_times, source, video, plan, half), "stages")
-              for half in (False, True)}
-    decode_fps = next((s["decode_fps"] for s in stages.values() if s), None)
-    for half in (False, True):
-        step(f"ultralytics {'fp16' if half else 'fp32'}",
-             functools.partial(ultralytics_gpu, source.path, video, plan, half, sampler))
-    for half, graph in ((False, False), (True, False), (True, True)):
-        step(f"raw {'fp16' if half else 'fp32'}{' graph' if graph else ''}",
-             functools.partial(raw_network, source, plan, half, graph))
+    def _skip(self, name: str, why: str, message: str) -> None:
+        self.document["skipped"].append({"row": name, "why": why})
+        print(message, flush=True)
+        self.save()
+
+
+def _aip_rows(rows: _RowRunner, plan: Plan, source: Any, video: Path, sampler: GpuSampler,
+              stages: dict[bool, dict[str, Any] | None], decode_fps: float | None) -> None:
+    """The aip rows, most wanted first: a time budget cuts the tail."""
+    from aip.vision.models import export
+
+    model_path = str(source.path)
 
     def cuda_row(options: dict[str, Any], workers: int, name: str) -> None:
         specs = [plan.cuda_spec(model_path, options) for _ in range(workers)]
         label = f"{workers} cuda worker{'s' if workers > 1 else ''}, {name}"
-        step(label, functools.partial(aip_row, specs, video, "pull", label, sampler,
-                                      stages[bool(options.get("half"))], decode_fps, None))
+        rows.step(label, functools.partial(aip_row, specs, video, "pull", label, sampler,
+                                           stages[bool(options.get("half"))], decode_fps, None))
 
     def heterogeneous_row(options: dict[str, Any], name: str) -> None:
         count, threads = plan.onnx_workers()
@@ -632,10 +691,9 @@ def run(frames: int | None = None, model: str | None = None, seconds: float = 3.
         specs = [plan.cuda_spec(model_path, options)] + [
             _onnx_spec(onnx_model, threads) for _ in range(count)]
         label = f"1 cuda worker, {name} + {count} onnx x {threads} threads, calibrated"
-        step(label, functools.partial(aip_row, specs, video, "static", label, sampler,
-                                      stages[bool(options.get("half"))], decode_fps, plan.calibration_s))
+        rows.step(label, functools.partial(aip_row, specs, video, "static", label, sampler,
+                                           stages[bool(options.get("half"))], decode_fps, plan.calibration_s))
 
-    # Most wanted first: a time budget cuts the tail.
     for workers in (1, 2, 4):
         cuda_row({}, workers, "fp32")
     # Micro-batching: batch 1 is the first row; a small model at batch 1 is
@@ -652,10 +710,6 @@ def run(frames: int | None = None, model: str | None = None, seconds: float = 3.
             cuda_row(options, 1, name)
     for workers in (2, 4):
         cuda_row(TUNINGS["fp16+all"], workers, "fp16+all")
-    sampler.close()
-    document["elapsed_s"] = time.monotonic() - started
-    save()
-    return document
 
 
 def _onnx_spec(path: str, threads: int) -> Any:

@@ -23,6 +23,15 @@ comes out once, in order. When a worker with its resource returns, its
 actor is created again (and calibrated). A scheduler that is gone is a
 :class:`ClusterError`, not a wait.
 
+The parts: :mod:`~aip.cluster.client` (:class:`Cluster`, the API),
+:mod:`~aip.cluster.membership` (the nodes' actors, calls, loss and return),
+:mod:`~aip.cluster.streams_mode` and :mod:`~aip.cluster.frames_mode` (one
+run of each mode), :mod:`~aip.cluster.ordering` (results back in order),
+:mod:`~aip.cluster.options`, :mod:`~aip.cluster.assign`,
+:mod:`~aip.cluster.wire` (client side) and :mod:`~aip.cluster.node` (the
+actor, on each node); :mod:`~aip.cluster.local` starts a cluster on one
+machine.
+
 Needs the ``cluster`` extra (``pip install 'aip[cluster]'``).
 """
 from __future__ import annotations
@@ -30,7 +39,8 @@ from __future__ import annotations
 from aip.cluster.assign import assign_streams
 from aip.cluster.client import MODES, Cluster, ClusterError
 from aip.cluster.node import NodeError, NodeInfo, StreamDone
+from aip.cluster.options import FramesOptions, NodeOptions, Timeouts
 from aip.cluster.wire import ENCODINGS
 
-__all__ = ["ENCODINGS", "MODES", "Cluster", "ClusterError", "NodeError", "NodeInfo", "StreamDone",
-           "assign_streams"]
+__all__ = ["ENCODINGS", "MODES", "Cluster", "ClusterError", "FramesOptions", "NodeError", "NodeInfo",
+           "NodeOptions", "StreamDone", "Timeouts", "assign_streams"]

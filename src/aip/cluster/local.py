@@ -22,7 +22,9 @@ from types import TracebackType
 
 # Worker processes run local Pipelines, whose workers are child processes: a
 # worker started by a nanny is a daemon process by default, and daemon
-# processes may not have children. This is Dask's own setting for that.
+# processes may not have children. A node's actor allows them itself (see
+# aip.cluster.node.allow_child_processes); this is Dask's own setting for
+# it, the way the docs start a worker.
 WORKER_ENV = {"DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
 # How long a process may take to come up. A cold start imports dask, numpy
 # and aip on a loaded 2-core machine: seconds; a failure shows in its log.
@@ -140,7 +142,38 @@ class LocalDaskCluster:
 
 
 def _kill_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left after ``grace_s``."""
+    """SIGTERM the process group, then SIGKILL whatever is left after ``grace_s``,
+    then remove the shared-memory segments its processes made: a group killed
+    whole takes its resource tracker with it, which would have unlinked them."""
+    made = _segments_made_by(process)
+    _signal_group(process, grace_s)
+    if made:
+        from aip.segments import SHM_DIR, clean_stale
+
+        deadline = time.monotonic() + 2.0  # a killed creator takes a moment to be gone
+        while True:
+            clean_stale(only=made)
+            made = {name for name in made if (SHM_DIR / name).exists()}
+            if not made or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+
+
+def _segments_made_by(process: subprocess.Popen[bytes]) -> set[str]:
+    """Names of the aip segments made by ``process`` or its descendants (a
+    node's pipeline: the Dask worker under its nanny, and its workers)."""
+    import psutil  # a dependency of distributed
+
+    from aip.segments import list_segments
+
+    try:
+        pids = {process.pid} | {child.pid for child in psutil.Process(process.pid).children(recursive=True)}
+    except psutil.Error:  # already gone: what it made is stale, and nobody can tell which
+        return set()
+    return {segment.name for segment in list_segments() if segment.creator_pid in pids}
+
+
+def _signal_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
     for signum in ((signal.SIGTERM, signal.SIGKILL) if grace_s else (signal.SIGKILL,)):
         try:
             os.killpg(process.pid, signum)

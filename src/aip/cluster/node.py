@@ -24,6 +24,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import multiprocessing
 import queue
 import tempfile
 import threading
@@ -37,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from aip.backends.base import BackendSpec
+from aip.cluster.options import NodeOptions
 from aip.cluster.wire import decode_frame
 from aip.pipeline.metrics import Metrics
 from aip.pipeline.reorder import Gap
@@ -77,6 +78,35 @@ class NodeInfo:
 
 class NodeError(RuntimeError):
     """The node's local pipeline failed; the message carries its traceback."""
+
+
+def allow_child_processes(node: str) -> None:
+    """Let this Dask worker process start the local pipeline's worker processes.
+
+    Under a nanny, a Dask worker is a daemonic multiprocessing process unless
+    started with ``DASK_DISTRIBUTED__WORKER__DAEMON=False``, and
+    multiprocessing refuses children to a daemon: its parent terminates it
+    rather than joining it, which would orphan them. Here nothing is
+    orphaned: the Dask worker exits when its nanny goes, the pipeline's
+    workers are daemonic children that end with it, and each one exits by
+    itself once its parent is gone (it watches its parent's pid). So the
+    flag is cleared, through multiprocessing's own setter, for the rest of
+    the process's life: the pipeline starts its workers now and may restart
+    them mid-run (``restart_workers``). The nanny's view of the process does
+    not change. Where the setter refuses, a :class:`NodeError` names the fix.
+    """
+    process = multiprocessing.current_process()
+    if not process.daemon:
+        return
+    try:
+        process.daemon = False
+    except AssertionError as error:  # the setter refuses ("process has already started")
+        raise NodeError(
+            f"node {node}: its Dask worker is a daemonic process, which may not start the local "
+            "pipeline's worker processes; start the worker with DASK_DISTRIBUTED__WORKER__DAEMON=False "
+            "or `dask worker --no-nanny`") from error
+    log.info("node %s: this Dask worker was a daemonic process; it now may start the local "
+             "pipeline's workers (DASK_DISTRIBUTED__WORKER__DAEMON=False does the same)", node)
 
 
 class _Feed:
@@ -127,19 +157,20 @@ class _Streamed:
 class NodeActor:
     """One node's local pipeline, driven by the client (see the module)."""
 
-    def __init__(self, node: str, backends: list[BackendSpec], max_frame_shape: tuple[int, int, int],
-                 pipeline_options: dict[str, Any], calibrate_s: float) -> None:
+    def __init__(self, node: str, options: NodeOptions) -> None:
         from aip.pipeline import Pipeline
 
         self.node = node
+        allow_child_processes(node)
         self._calibration_dir = tempfile.TemporaryDirectory(prefix=f"aip-{node}-")
-        self._pipeline = Pipeline(backends, on_event=self._on_event, **pipeline_options)
+        self._pipeline = Pipeline(options.backends, on_event=self._on_event, **options.pipeline_options)
+        shape = options.max_frame_shape
         try:
-            self._pipeline.start(max_frame_shape)
-            frame = np.random.default_rng(0).integers(0, 256, max_frame_shape, dtype=np.uint8)
+            self._pipeline.start(shape)
+            frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
             # Measured afresh: a node's worth is what it does now, under its load.
             calibration = self._pipeline.calibrate(
-                frame, seconds=calibrate_s, warmup_frames=2, refresh=True,
+                frame, seconds=options.calibrate_s, warmup_frames=2, refresh=True,
                 cache_path=Path(self._calibration_dir.name) / "calibration.json")
         except BaseException:
             self._pipeline.close()
@@ -148,7 +179,7 @@ class NodeActor:
         from distributed import get_worker
 
         self.info = NodeInfo(node, get_worker().address, list(self._pipeline.labels),
-                             float(calibration.ideal_fps), tuple(max_frame_shape))  # type: ignore[arg-type]
+                             float(calibration.ideal_fps), shape)
         self._lock = threading.Lock()
         self._outbox: deque[FrameResult | Gap | StreamDone] = deque()
         self._streamed: dict[str, _Streamed] = {}

@@ -8,6 +8,7 @@ dropped or lost), and :meth:`close` at the end; each is a context manager.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +19,7 @@ import numpy as np
 from aip.io.credentials import redact
 from aip.results import FrameResult, Gap
 
-__all__ = ["AnnotatedVideoSink", "CallbackSink", "JsonLinesSink", "Sink"]
+__all__ = ["AnnotatedVideoSink", "CallbackSink", "JsonLinesSink", "Sink", "annotate_result"]
 
 
 class Sink(Protocol):
@@ -54,7 +55,10 @@ class JsonLinesSink(_SinkBase):
     class], ...]}``, plus ``"names"`` (one per detection) when
     ``class_names`` is given. Coordinates and scores are the float32 values
     exactly (they read back bit for bit). A gap: ``{"stream", "frame_id",
-    "dropped": reason}`` (reason: dropped, late, lost, ...).
+    "dropped": reason}`` (reason: dropped, late, lost, ...). A tracked stream's
+    result adds ``"track_ids"`` (one per detection) and, when its frame caused
+    any, ``"events"`` (:meth:`aip.results.TrackEvent.to_dict`); ``"names"``
+    come from ``class_names``, else from the result's (the model's).
 
     Lines are flushed as written, so a crash loses at most the line in progress.
     The stream's name is written redacted (:func:`aip.io.credentials.redact`): a
@@ -83,14 +87,22 @@ class JsonLinesSink(_SinkBase):
                 "inference_ms": round(result.inference_ms, 3),
                 "detections": detections,
             }
-            if self.class_names is not None:
-                record["names"] = [self.class_names[row[5]] for row in detections]
+            names = self.class_names if self.class_names is not None else result.class_names
+            if names is not None:
+                record["names"] = [names[row[5]] if row[5] < len(names) else str(row[5]) for row in detections]
+            if result.track_ids is not None:
+                record["track_ids"] = result.track_ids.tolist()
+            if result.events:
+                record["events"] = [event.to_dict() for event in result.events]
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
 
     def close(self) -> None:
         self._file.close()
 
 
+# How many past centres a track's trail shows in the annotated video: about
+# half a second at 30 FPS; longer trails clutter a busy scene.
+TRAIL_POINTS = 16
 # Box colours (BGR), one per class modulo the palette: ultralytics' palette.
 _PALETTE = [
     (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
@@ -130,6 +142,7 @@ class AnnotatedVideoSink(_SinkBase):
         self.written = 0
         self.skipped = 0
         self._writer: Any = None
+        self._trails: dict[int, deque[tuple[int, int]]] = {}
 
     def _open(self, size: tuple[int, int]) -> Any:
         import cv2
@@ -147,7 +160,10 @@ class AnnotatedVideoSink(_SinkBase):
             return
         if result.frame is None:
             raise ValueError(f"frame {result.frame_id} came without its image: AnnotatedVideoSink needs frames kept")
-        image = self.annotate(result.frame, result.detections)
+        image = self.draw(result.frame, result.detections, self.class_names or result.class_names,
+                          result.track_ids)
+        if result.track_ids is not None:
+            self._draw_trails(image, result)
         if self._writer is None:
             self.size = self.size or (image.shape[1], image.shape[0])
             self._writer = self._open(self.size)
@@ -156,19 +172,42 @@ class AnnotatedVideoSink(_SinkBase):
         self._writer.write(image)
         self.written += 1
 
+    def _draw_trails(self, image: np.ndarray, result: FrameResult) -> None:
+        """Each track's last ``TRAIL_POINTS`` box centres, as a line behind it."""
+        import cv2
+
+        assert result.track_ids is not None
+        seen = set()
+        for (x1, y1, x2, y2, _, label), track_id in zip(result.detections.tolist(), result.track_ids.tolist()):
+            trail = self._trails.setdefault(track_id, deque(maxlen=TRAIL_POINTS))
+            trail.append((int((x1 + x2) / 2), int((y1 + y2) / 2)))
+            seen.add(track_id)
+            if len(trail) > 1:
+                color = _PALETTE[int(label) % len(_PALETTE)]
+                cv2.polylines(image, [np.array(trail, np.int32)], False, color, 2, cv2.LINE_AA)
+        for gone in [track_id for track_id in self._trails if track_id not in seen]:
+            del self._trails[gone]  # a track not in this frame starts a new trail when it is back
+
     def annotate(self, frame: np.ndarray, detections: np.ndarray) -> np.ndarray:
         """A copy of ``frame`` with ``detections`` ((K, 6), frame pixels) drawn on it."""
+        return self.draw(frame, detections, self.class_names)
+
+    @staticmethod
+    def draw(frame: np.ndarray, detections: np.ndarray, class_names: Sequence[str] | None = None,
+             track_ids: np.ndarray | None = None) -> np.ndarray:
+        """A copy of ``frame`` with boxes and labels (``#id`` first when tracked) drawn on it."""
         import cv2
 
         image = np.array(frame, dtype=np.uint8, copy=True)  # frames may be read-only ring views
         thickness = max(1, round(sum(image.shape[:2]) / 600))
-        for x1, y1, x2, y2, score, label in detections.tolist():
+        ids = track_ids.tolist() if track_ids is not None else [None] * len(detections)
+        for (x1, y1, x2, y2, score, label), track_id in zip(detections.tolist(), ids):
             cls = int(label)
             color = _PALETTE[cls % len(_PALETTE)]
-            name = self.class_names[cls] if self.class_names is not None and cls < len(self.class_names) else str(cls)
+            name = class_names[cls] if class_names is not None and cls < len(class_names) else str(cls)
             top_left = (int(x1), int(y1))
             cv2.rectangle(image, top_left, (int(x2), int(y2)), color, thickness, cv2.LINE_AA)
-            text = f"{name} {score:.2g}"
+            text = f"{name} {score:.2g}" if track_id is None else f"#{track_id} {name} {score:.2g}"
             (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
             text_top = max(top_left[1] - text_h - baseline, 0)  # above the box, inside the image
             cv2.rectangle(
@@ -190,6 +229,17 @@ class AnnotatedVideoSink(_SinkBase):
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+
+
+def annotate_result(result: FrameResult, class_names: Sequence[str] | None = None) -> np.ndarray:
+    """A copy of ``result.frame`` with its boxes, labels (and track ids, when tracked) drawn.
+
+    Needs the frame: the run must keep frames (``Pipeline(keep_frames=True)``).
+    """
+    if result.frame is None:
+        raise ValueError(f"frame {result.frame_id} came without its image: keep frames to draw it")
+    names = class_names if class_names is not None else result.class_names
+    return AnnotatedVideoSink.draw(result.frame, result.detections, names, result.track_ids)
 
 
 class CallbackSink(_SinkBase):

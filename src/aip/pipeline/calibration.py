@@ -20,15 +20,23 @@ import itertools
 import logging
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aip.pipeline.calibration_cache import (
+    CalibrationKey,
+    CalibrationResult,
+    Together,
+    calibrate,
+    load_cached,
+)
 from aip.pipeline.metrics import Metrics
 from aip.pipeline.loop import RunLoop
-from aip.pipeline.streams import Stream, StreamOptions
+from aip.pipeline.streams import ReaderPolicy, Stream, StreamOptions
 from aip.pipeline.targets import Targets
 from aip.results import FrameResult
 
@@ -173,8 +181,8 @@ class Calibrator:
         targets = Targets(schedule)
         stream = Stream("calibration", CALIBRATION_STREAM, itertools.repeat(frame),
                         StreamOptions(policy="block"), spec=None, opener=None,
-                        first=(frame, time.perf_counter_ns()), keep_frames=False,
-                        max_reconnects=0, reconnect_backoff_s=0.0)
+                        first=(frame, time.perf_counter_ns()),
+                        reader=ReaderPolicy(max_reconnects=0, reconnect_backoff_s=0.0))
         counts = dict.fromkeys(workers, 0)
         warm = dict.fromkeys(alive, 0)
         died: set[int] = set()
@@ -182,7 +190,7 @@ class Calibrator:
         started_ns = 0
         # A worker may die (or never answer) during a phase: the phase ends by
         # this deadline anyway, without it, and says so.
-        deadline = time.monotonic() + seconds + pool.stall_timeout_s
+        deadline = time.monotonic() + seconds + pool.options.stall_timeout_s
 
         def phase_over() -> bool:
             for worker in list(warm):
@@ -269,3 +277,63 @@ class Calibrator:
                     problems.append(f"{self.labels[worker]} measured {together[worker]:.1f} FPS "
                                     f"against {median:.1f} for its identical peers")
         return problems
+
+
+@dataclass(frozen=True)
+class CalibrationPlan:
+    """How ``Pipeline.calibrate`` measures: see its docstring."""
+
+    seconds: float = 2.0  # per phase
+    warmup_frames: int = 2  # per worker, before each phase is timed
+    subset: bool = True  # leave out a worker whose presence lowers the total
+    probe_s: float | None = 1.0  # check a cached result this long; None: trust it
+    refresh: bool = False  # measure again, whatever the cache holds
+    model: str | None = None  # the cache key's model (default: from the specs)
+    cache_path: Path | None = None  # default: calibration.json in aip's cache
+
+
+def worker_names(pool: WorkerPool) -> list[str]:
+    """Each worker's name in a calibration: its label and options (identical
+    workers share a measurement, not a name)."""
+    return [f"{label}={spec.options}" for label, spec in zip(pool.labels, pool.specs)]
+
+
+def calibrate_pool(pool: WorkerPool, labels: Sequence[str], ids: Iterator[int], stream_timeout_s: float,
+                   frame: np.ndarray, plan: CalibrationPlan) -> CalibrationResult:
+    """The calibration of a started pool on ``frame``: cached, probed, or
+    measured (:func:`aip.pipeline.calibration_cache.calibrate` decides);
+    workers the result leaves out are retired."""
+    names = worker_names(pool)
+    key = CalibrationKey(model=plan.model or _model_name(pool.specs), backends=frozenset(names),
+                         input_size=(int(frame.shape[0]), int(frame.shape[1])))
+    calibrator = Calibrator(pool, labels, ids, stream_timeout_s)
+    measured: list[Measured] = []  # measured once, on the first call that needs it
+
+    def measure() -> Measured:
+        if not measured:
+            measured.append(calibrator.measure(frame, plan.seconds, plan.warmup_frames, subset=plan.subset))
+        return measured[0]
+
+    def together() -> Together:
+        found = measure()
+        return Together({names[w]: fps for w, fps in found.together.items()},
+                        {names[w]: why for w, why in found.left_out.items()}, found.problems)
+
+    def probe() -> dict[str, float]:
+        cached = load_cached(key, plan.cache_path)
+        skip = set(cached.left_out) if cached is not None else set()
+        workers = [i for i, name in enumerate(names) if name not in skip and pool.workers[i].alive]
+        rates = calibrator.probe(frame, plan.probe_s or 0.0, plan.warmup_frames, workers)
+        return {names[w]: fps for w, fps in rates.items()}
+
+    result = calibrate(key, lambda name: measure().alone[names.index(name)], together,
+                       path=plan.cache_path, refresh=plan.refresh, probe=probe if plan.probe_s else None)
+    for index, name in enumerate(names):
+        if name in result.left_out:
+            pool.retire(index, result.left_out[name])
+    return result
+
+
+def _model_name(specs: Sequence[BackendSpec]) -> str:
+    models = {str(spec.options.get("model", spec.name)) for spec in specs}
+    return ",".join(sorted(models))

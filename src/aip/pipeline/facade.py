@@ -3,6 +3,8 @@ drives and how they fit.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -13,17 +15,20 @@ from typing import Any
 import numpy as np
 
 from aip.backends.base import BackendSpec, BackendUnavailable, check_available
-from aip.pipeline.calibration_cache import CalibrationKey, CalibrationResult, calibrate, load_cached
+from aip.pipeline.calibration_cache import CalibrationResult
 from aip.io.credentials import redact
 from aip.pipeline.metrics import Metrics
 from aip.pipeline.admission import Admission
-from aip.pipeline.calibration import Calibrator, Measured
+from aip.pipeline.calibration import CalibrationPlan, calibrate_pool, worker_names
 from aip.pipeline.protocol import check_frame_shape
 from aip.pipeline.loop import RunLoop
+from aip.pipeline.status import snapshot
 from aip.pipeline.targets import Targets
-from aip.pipeline.pool import WorkerError, WorkerPool, batch_of, default_slots
+from aip.pipeline.tracking import DEFAULT_TRACKER, Tracking, tracker_config
+from aip.pipeline.pool import PoolOptions, WorkerError, WorkerPool, batch_of, default_slots
 from aip.pipeline.streams import (
     POLICIES,
+    ReaderPolicy,
     Stream,
     StreamError,
     StreamEvent,
@@ -34,6 +39,7 @@ from aip.pipeline.streams import (
 )
 from aip.pipeline.reorder import Gap
 from aip.results import FrameResult
+from aip.track.zones import Line, Zone
 from aip.pipeline.scheduler import SCHEDULER_MODES, Scheduler, make_scheduler
 
 log = logging.getLogger("aip.pipeline")
@@ -45,9 +51,6 @@ __all__ = [
 # A cached calibration is checked with a together phase this long (seconds)
 # at start: long enough for a dozen frames per worker, short beside a run.
 PROBE_S = 1.0
-# status(): frames wait in slots and no result came for this long: stalled.
-# Longer than any one inference on a loaded machine; shorter than a person waits.
-STALLED_AFTER_S = 5.0
 
 
 def _unique_labels(specs: Sequence[BackendSpec]) -> list[str]:
@@ -71,6 +74,8 @@ def _is_one_source(sources: Any) -> bool:
                for item in sources)
 
 
+# Pipeline runs past 300 lines: it is the public API, and a third of it is the
+# API's documentation; the work is in the parts it drives (module docstring).
 class Pipeline:
     """Frames of one or many streams in; detections out, in order per stream.
 
@@ -103,6 +108,12 @@ class Pipeline:
     A worker that dies has its frames reclaimed and done by the others; one
     that holds a frame longer than ``stall_timeout_s`` is killed and treated
     the same. Workers exit on their own when the manager process disappears.
+
+    ``track`` (a tracker config: ``bytetrack.yaml``, ``botsort.yaml`` or a
+    file; per stream in ``add_stream``) tracks every stream's objects, in
+    frame order: results then carry ``track_ids``, and the events of the
+    stream's ``zones`` and ``lines`` (``add_stream``; they imply tracking).
+    ``class_names`` (the model's) name the classes in results and events.
     """
 
     def __init__(
@@ -131,40 +142,33 @@ class Pipeline:
         restart_workers: bool = False,
         max_restarts_per_minute: int = 3,
         on_event: Callable[[StreamEvent], None] | None = None,
+        track: str | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
-        if not backends:
-            raise ValueError("a Pipeline needs at least one backend")
-        if mode not in SCHEDULER_MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(SCHEDULER_MODES)}")
-        if weights is not None and len(weights) != len(backends):
-            raise ValueError(f"{len(weights)} weights for {len(backends)} backends")
-        if on_full is not None and on_full not in POLICIES:
-            raise ValueError(f"unknown on_full {on_full!r}; choose one of {', '.join(POLICIES)}")
-        if target_fps is not None and target_fps <= 0:
-            raise ValueError("target_fps must be > 0")
-        if max_reconnects is not None and max_reconnects < 0:
-            raise ValueError("max_reconnects must be >= 0, or None to retry forever")
+        _check_arguments(backends, mode, weights, on_full, target_fps)
+        if track is not None:
+            keep_frames = keep_frames or tracker_config(track).reads_frames  # a bad config fails here
         self._on_full = on_full
         self.defaults = StreamOptions(fps=target_fps, policy=on_full or "block", max_age_ms=max_age_ms,
-                                      latency_budget_ms=latency_budget_ms)
+                                      latency_budget_ms=latency_budget_ms, track=track)
+        self.class_names = tuple(class_names) if class_names is not None else None
+        self.tracking: Tracking | None = None  # of the current or last run
         for spec in backends:
             check_available(spec)  # BackendUnavailable, with the reason, before anything starts
         self.labels = _unique_labels(backends)
         self.mode = mode
         self.weights = list(weights) if weights is not None else [1] * len(backends)
         self.seed = seed
-        self.keep_frames = keep_frames
         self.max_frame_shape = check_frame_shape(max_frame_shape) if max_frame_shape else None
-        self.stream_timeout_s = stream_timeout_s
-        self.max_reconnects = max_reconnects
-        self.reconnect_backoff_s = reconnect_backoff_s
+        self.reader = ReaderPolicy(keep_frames=keep_frames, max_reconnects=max_reconnects,
+                                   reconnect_backoff_s=reconnect_backoff_s,
+                                   stream_timeout_s=stream_timeout_s)
         self.on_event = on_event
-        self.pool = WorkerPool(
-            backends, self.labels, n_slots=n_slots or default_slots(backends),
-            max_detections=max_detections, conf=conf, iou=iou,
-            start_timeout_s=start_timeout_s, stall_timeout_s=stall_timeout_s,
+        self.pool = WorkerPool(backends, self.labels, PoolOptions(
+            n_slots=n_slots or default_slots(backends), max_detections=max_detections, conf=conf,
+            iou=iou, start_timeout_s=start_timeout_s, stall_timeout_s=stall_timeout_s,
             max_attempts=max_attempts, restart_workers=restart_workers,
-            max_restarts_per_minute=max_restarts_per_minute)
+            max_restarts_per_minute=max_restarts_per_minute))
         self.calibration: CalibrationResult | None = None
         self.metrics = Metrics()
         self.events: list[StreamEvent] = []
@@ -243,6 +247,9 @@ class Pipeline:
         reopen: str | int | Path | None = None,
         priority: float = 1.0,
         latency_budget_ms: float | None = None,
+        track: str | None = None,
+        zones: Sequence[Zone] = (),
+        lines: Sequence[Line] = (),
     ) -> str:
         """Add a stream, to the run going on (it starts at once) or to the next.
 
@@ -255,9 +262,17 @@ class Pipeline:
         a worker predicted to finish it within that time of its capture;
         when none can, it is a ``late`` gap before any inference. ``reopen``
         is how to open the source again when it fails (a path, URL or camera
-        index: the default when ``source`` is one). Returns the stream's
-        name (``s0``, ``s1``, ... unless given).
+        index: the default when ``source`` is one). ``track`` (default: the
+        pipeline's) tracks its objects; ``zones`` and ``lines``
+        (:class:`aip.track.Zone`, :class:`aip.track.Line`) count them and
+        give their events, tracked with ``track`` or ByteTrack. Returns the
+        stream's name (``s0``, ``s1``, ... unless given).
         """
+        track = track if track is not None else self.defaults.track
+        if track is not None or zones or lines:
+            if tracker_config(track or DEFAULT_TRACKER).reads_frames and not self.reader.keep_frames:
+                raise ValueError(f"tracker {track!r} reads the frames (motion compensation): make the "
+                                 "Pipeline with keep_frames=True, or set gmc_method: none")
         options = StreamOptions(
             fps=fps if fps is not None else self.defaults.fps,
             policy=policy if policy is not None else (self._on_full or "block"),
@@ -266,6 +281,7 @@ class Pipeline:
             priority=priority,
             latency_budget_ms=(latency_budget_ms if latency_budget_ms is not None
                                else self.defaults.latency_budget_ms),
+            track=track, zones=tuple(zones), lines=tuple(lines),
         )
         stream = self._make_stream(source, name, options, reopen,
                                    by_source=policy is None and self._on_full is None)
@@ -285,6 +301,8 @@ class Pipeline:
             if stream.name == name:
                 stream.stop()
                 stream.metrics.state = "removed"
+                if self.tracking is not None:
+                    self.tracking.forget(name)
                 if stream in self._waiting_streams:
                     self._waiting_streams.remove(stream)
                 self._emit(StreamEvent(name, "removed", "removed by the caller"))
@@ -295,6 +313,17 @@ class Pipeline:
         """Each stream's on-full policy: of the run going on, or added for the next."""
         streams = list(self._streams.values()) if self._running else []
         return {s.name: s.options.policy for s in streams + self._waiting_streams}
+
+    def stream_settings(self) -> dict[str, dict[str, Any]]:
+        """Each stream's source (its spec, redacted; None for frames given in
+        code) and options, of the run going on or added for the next: for
+        the web page's ``GET /api/streams``."""
+        streams = list(self._streams.values()) if self._running else []
+        return {s.name: {"source": None if s.spec is None else redact(str(s.spec)),
+                         "fps": s.options.fps, "policy": s.options.policy,
+                         "max_age_ms": s.options.max_age_ms, "priority": s.options.priority,
+                         "latency_budget_ms": s.options.latency_budget_ms}
+                for s in streams + self._waiting_streams}
 
     def stop(self) -> None:
         """End a run started with ``until_stopped=True`` once its streams are done."""
@@ -312,84 +341,19 @@ class Pipeline:
 
     def _make_stream(self, source: Any, name: str | None, options: StreamOptions,
                      reopen: str | int | Path | None, *, by_source: bool = False) -> Stream:
-        import dataclasses
-
-        index = self._stream_count
         live = list(self._streams.values()) if self._running else []  # an ended run's names are free
         taken = [s.name for s in live + self._waiting_streams]
-        name = name if name is not None else f"s{index}"  # never a URL's credentials
+        name = name if name is not None else f"s{self._stream_count}"  # never a URL's credentials
         if name in taken:
             raise ValueError(f"a stream named {redact(name)!r} exists already")
-        spec = source if _is_spec(source) else reopen
-        first = None
-        if _is_spec(source):
-            source = self._open(source)  # FileNotFoundError & co. at once, before the run
-        elif not hasattr(source, "read_into"):
-            iterator = iter(source)
-            item = next(iterator, None)
-            if item is not None:  # stamped when the run takes it (0: not yet), unless it came stamped
-                first = item if isinstance(item, tuple) else (item, 0)
-            source = iterator
-        if by_source:
-            options = dataclasses.replace(options, policy=default_policy(is_live(source)))
+        stream = _new_stream(source, name, self._stream_count, options, reopen, by_source, self.reader)
         self._stream_count += 1
-        return Stream(
-            name, index, source, options, spec=spec, opener=self._open if spec is not None else None,
-            first=first, keep_frames=self.keep_frames, max_reconnects=self.max_reconnects,
-            reconnect_backoff_s=self.reconnect_backoff_s, stream_timeout_s=self.stream_timeout_s,
-        )
-
-    def _open(self, spec: str | int | Path) -> Any:
-        """Open a source by its spec. A camera or stream does not reconnect
-        on its own: its stream's one policy (``max_reconnects``, back-off,
-        ``stream_timeout_s``) does, for this open and every reopen."""
-        from aip.io.sources import STREAM_SCHEMES, open_source
-
-        text = str(spec)
-        if isinstance(spec, int) or text.isdigit() or text.lower().startswith(STREAM_SCHEMES):
-            return open_source(spec, reconnect_attempts=0, read_timeout_s=self.stream_timeout_s)
-        return open_source(spec)
+        return stream
 
     def status(self) -> dict[str, Any]:
-        """A live snapshot for progress displays and health checks.
-
-        ``state`` is ``idle`` (no run), ``ready`` (frames flow),
-        ``starved`` (workers wait for input: no frame in a slot, the streams
-        give none), ``backpressure`` (input waits for the workers: no free
-        slot) or ``stalled`` (frames wait in slots, no result for
-        ``STALLED_AFTER_S``). Safe to call from another thread.
-        """
-        streams = {s.name: s for s in list(self._streams.values())}
-        snapshot: dict[str, Any] = {
-            "state": "idle",
-            "fps": self.metrics.fps_now(),
-            "frames_ordered": self.metrics.frames_ordered,
-            "frames_dropped": self.metrics.frames_dropped,
-            "frames_late": self.metrics.frames_late,
-            "slots": None,
-            "workers": [
-                {"label": w.label, "device": w.device, "alive": w.alive,
-                 "frames": self.metrics.backends[w.label].frames if w.label in self.metrics.backends else 0}
-                for w in self.pool.workers
-            ],
-            "streams": {name: s.metrics.to_dict() for name, s in streams.items()},
-        }
-        table = self.pool.table
-        if not self._running or table is None:
-            return snapshot
-        counts = table.counts()
-        snapshot["slots"] = counts
-        busy = counts["READY"] + counts["READING"]
-        since_result = self.metrics.seconds_since_last_result()
-        if busy and since_result is not None and since_result > STALLED_AFTER_S:
-            snapshot["state"] = "stalled"
-        elif counts["FREE"] == 0:
-            snapshot["state"] = "backpressure"
-        elif busy == 0:
-            snapshot["state"] = "starved"
-        else:
-            snapshot["state"] = "ready"
-        return snapshot
+        """A live snapshot for progress displays and health checks: see
+        :func:`aip.pipeline.status.snapshot`. Safe to call from another thread."""
+        return snapshot(self.pool, self.metrics, list(self._streams.values()), self._running)
 
     def _emit(self, event: StreamEvent) -> None:
         self.events.append(event)
@@ -436,28 +400,10 @@ class Pipeline:
         cpu_start = time.process_time()
         complete = False
         try:
-            self.start(self._shape_for(streams))
-            scheduler = self.scheduler = make_scheduler(
-                self.mode, self.weights, self.seed,
-                runs={i: batch_of(spec) for i, spec in enumerate(self.specs)})
-            targets = Targets(scheduler, self.pool, self._calibrated_service())
-            for worker in self.pool.workers:
-                if not worker.alive:
-                    targets.mark_dead(worker.index)
-            metrics.ideal_fps = self.calibration.ideal_fps if self.calibration else None
-            admission = Admission(self.pool, targets, self._ids, self._in_flight_target)
-            admission.start()
-            loop = RunLoop(self.pool, self._streams, targets, metrics,
-                           stream_timeout_s=self.stream_timeout_s, on_event=self._emit,
-                           keep_running=lambda: until_stopped and not self._stop.is_set(),
-                           stop_when=self._drain_expired, weight_of=self._weight_of,
-                           admission=admission)
-            with self._lock:
-                self._targets = targets
-                self._admission = admission
-                for stream in list(self._streams.values()):
-                    stream.start(self.pool, targets, self._ids, admission)
-            yield from loop.results()
+            loop, admission = self._start_run(streams, metrics, until_stopped)
+            # Every stream's results, in order, through its tracker (a dict look-up for the rest).
+            self.tracking = Tracking(self._options_of, self.class_names)
+            yield from self.tracking.apply(loop.results())
             complete = True
         finally:
             with self._lock:
@@ -471,65 +417,57 @@ class Pipeline:
             if admission is not None:
                 admission.stop()
                 metrics.decode_cpu_s = admission.decode_cpu_s
-            for stream in self._streams.values():
-                stream.stop()
-                metrics.streams[stream.name] = stream.metrics
-                metrics.frames_generated += stream.metrics.frames_read
-                metrics.frames_assigned += stream.metrics.frames_published
-                metrics.buffer_full_waits += stream.metrics.buffer_full_waits
-            if loop is not None:
-                metrics.wall_time_s = (time.perf_counter_ns() - loop.start_ns) / 1e9
-                loop.take_gaps()  # the last events
+            _account(metrics, list(self._streams.values()), loop)
             metrics.manager_cpu_s = time.process_time() - cpu_start
         failures = [s.failure for s in self._streams.values() if s.failure is not None]
         if failures:
             raise StreamError(failures)
 
+    def _start_run(self, streams: list[Stream], metrics: Metrics,
+                   until_stopped: bool) -> tuple[RunLoop, Admission]:
+        """Start the workers, the schedule, the admission thread and the streams."""
+        self.start(_shape_for(streams, self.pool, self.max_frame_shape))
+        scheduler = self.scheduler = make_scheduler(
+            self.mode, self.weights, self.seed,
+            runs={i: batch_of(spec) for i, spec in enumerate(self.specs)})
+        targets = Targets(scheduler, self.pool, _calibrated_service(self.calibration, self.pool))
+        for worker in self.pool.workers:
+            if not worker.alive:
+                targets.mark_dead(worker.index)
+        metrics.ideal_fps = self.calibration.ideal_fps if self.calibration else None
+        admission = Admission(self.pool, targets, self._ids,
+                              functools.partial(_in_flight_target, self.pool, self.mode))
+        admission.start()
+        try:
+            loop = RunLoop(self.pool, self._streams, targets, metrics,
+                           stream_timeout_s=self.reader.stream_timeout_s, on_event=self._emit,
+                           keep_running=lambda: until_stopped and not self._stop.is_set(),
+                           stop_when=self._drain_expired, weight_of=self._weight_of,
+                           admission=admission)
+            with self._lock:
+                self._targets = targets
+                self._admission = admission
+                for stream in list(self._streams.values()):
+                    stream.start(self.pool, targets, self._ids, admission)
+        except BaseException:
+            admission.stop()  # run() never saw it: stop its thread here
+            raise
+        return loop, admission
+
+    def _options_of(self, name: str) -> StreamOptions | None:
+        """The options of the run's stream ``name`` (the tracking stage asks on its first result)."""
+        for stream in list(self._streams.values()):
+            if stream.name == name:
+                return stream.options
+        return None
+
     def _drain_expired(self) -> bool:
         return self._drain_deadline is not None and time.monotonic() > self._drain_deadline
-
-    def _calibrated_service(self) -> dict[int, float]:
-        """Each worker's per-frame time from the calibration (together), if any:
-        what latency budgets go by until the run measures it."""
-        if self.calibration is None:
-            return {}
-        service = {}
-        for index, (label, spec) in enumerate(zip(self.labels, self.specs)):
-            fps = self.calibration.together_fps.get(f"{label}={spec.options}", 0.0)
-            if fps > 0:
-                service[index] = 1.0 / fps  # frames/s together: each frame's share
-        return service
-
-    def _in_flight_target(self) -> int:
-        """Frames live streams keep in the slots: a batch in every live
-        worker's hands, and the next one waiting (under ``pull`` any worker
-        takes it, so one batch waiting serves them all). More would only age
-        in a slot; a frame waits in its camera's pending place instead, where
-        a fresher one can still replace it."""
-        batches = [batch_of(self.specs[w.index]) for w in self.pool.workers if w.alive]
-        if not batches:
-            return 1
-        waiting = max(batches) if self.mode == "pull" else sum(batches)
-        return min(sum(batches) + waiting, self.pool.n_slots)
 
     def _weight_of(self, worker: int) -> int:
         """A restarted worker's weight: its calibrated one (an adaptive
         schedule measures it again online), at least 1."""
         return max(self.weights[worker], 1) if worker < len(self.weights) else 1
-
-    def _shape_for(self, streams: list[Stream]) -> tuple[int, int, int]:
-        """Slots big enough for every stream's frames."""
-        height, width = 1, 1
-        for stream in streams:
-            shape = stream.frame_shape()
-            if shape is not None and len(shape) >= 2:
-                height, width = max(height, shape[0]), max(width, shape[1])
-        if self.pool.started:
-            assert self.pool.max_frame_shape is not None
-            return self.pool.max_frame_shape
-        if self.max_frame_shape is None and height == width == 1:
-            return (480, 640, 3)
-        return (height, width, 3)
 
     # ---- calibration -------------------------------------------------------------------------
 
@@ -563,48 +501,117 @@ class Pipeline:
         and measured again when it is off by more than 25 %; ``refresh=True``
         measures again regardless.
         """
-        from aip.pipeline.calibration_cache import Together
-
         if frame is None:
             shape = self.pool.max_frame_shape or self.max_frame_shape or (480, 640, 3)
             frame = np.random.default_rng(self.seed).integers(0, 256, shape, dtype=np.uint8)
         self.start(frame.shape)
-        names = [f"{label}={spec.options}" for label, spec in zip(self.labels, self.specs)]
-        key = CalibrationKey(model=model or _model_name(self.specs), backends=frozenset(names),
-                             input_size=(int(frame.shape[0]), int(frame.shape[1])))
-        path = Path(cache_path) if cache_path is not None else None
-        calibrator = Calibrator(self.pool, self.labels, self._ids, self.stream_timeout_s)
-        measured: list[Measured] = []  # measured once, on the first call that needs it
-
-        def measure() -> Measured:
-            if not measured:
-                measured.append(calibrator.measure(frame, seconds, warmup_frames, subset=subset))
-            return measured[0]
-
-        def together() -> Together:
-            found = measure()
-            return Together({names[w]: fps for w, fps in found.together.items()},
-                            {names[w]: why for w, why in found.left_out.items()}, found.problems)
-
-        def probe() -> dict[str, float]:
-            cached = load_cached(key, path)
-            skip = set(cached.left_out) if cached is not None else set()
-            workers = [i for i, name in enumerate(names)
-                       if name not in skip and self.pool.workers[i].alive]
-            rates = calibrator.probe(frame, probe_s or 0.0, warmup_frames, workers)
-            return {names[w]: fps for w, fps in rates.items()}
-
-        result = calibrate(key, lambda name: measure().alone[names.index(name)], together,
-                           path=path, refresh=refresh, probe=probe if probe_s else None)
+        result = calibrate_pool(
+            self.pool, self.labels, self._ids, self.reader.stream_timeout_s, frame,
+            CalibrationPlan(seconds=seconds, warmup_frames=warmup_frames, subset=subset,
+                            probe_s=probe_s, refresh=refresh, model=model,
+                            cache_path=Path(cache_path) if cache_path is not None else None))
         self.calibration = result
-        self.weights = [max(int(result.weights.get(name, 0)), 0) for name in names]
-        for index, name in enumerate(names):
-            if name in result.left_out:
-                self.pool.retire(index, result.left_out[name])
+        self.weights = [max(int(result.weights.get(name, 0)), 0) for name in worker_names(self.pool)]
         return result
 
 
-def _model_name(specs: Sequence[BackendSpec]) -> str:
-    models = {str(spec.options.get("model", spec.name)) for spec in specs}
-    return ",".join(sorted(models))
+def _check_arguments(backends: Sequence[BackendSpec], mode: str, weights: Sequence[int] | None,
+                     on_full: str | None, target_fps: float | None) -> None:
+    if not backends:
+        raise ValueError("a Pipeline needs at least one backend")
+    if mode not in SCHEDULER_MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(SCHEDULER_MODES)}")
+    if weights is not None and len(weights) != len(backends):
+        raise ValueError(f"{len(weights)} weights for {len(backends)} backends")
+    if on_full is not None and on_full not in POLICIES:
+        raise ValueError(f"unknown on_full {on_full!r}; choose one of {', '.join(POLICIES)}")
+    if target_fps is not None and target_fps <= 0:
+        raise ValueError("target_fps must be > 0")
 
+
+def _new_stream(source: Any, name: str, index: int, options: StreamOptions, reopen: str | int | Path | None,
+                by_source: bool, reader: ReaderPolicy) -> Stream:
+    """A stream of ``source``: a spec is opened now (a wrong path fails at
+    once, before any run); an iterable's first frame is peeked for its size."""
+    spec = source if _is_spec(source) else reopen
+    first = None
+    opener = functools.partial(_open_spec, stream_timeout_s=reader.stream_timeout_s)
+    if _is_spec(source):
+        source = opener(source)
+    elif not hasattr(source, "read_into"):
+        iterator = iter(source)
+        item = next(iterator, None)
+        if item is not None:  # stamped when the run takes it (0: not yet), unless it came stamped
+            first = item if isinstance(item, tuple) else (item, 0)
+        source = iterator
+    if by_source:
+        options = dataclasses.replace(options, policy=default_policy(is_live(source)))
+    return Stream(name, index, source, options, spec=spec, opener=opener if spec is not None else None,
+                  first=first, reader=reader)
+
+
+def _open_spec(spec: str | int | Path, stream_timeout_s: float) -> Any:
+    """Open a source by its spec. A camera or stream does not reconnect
+    on its own: its stream's one policy (``max_reconnects``, back-off,
+    ``stream_timeout_s``) does, for this open and every reopen."""
+    from aip.io.sources import STREAM_SCHEMES, open_source
+
+    text = str(spec)
+    if isinstance(spec, int) or text.isdigit() or text.lower().startswith(STREAM_SCHEMES):
+        return open_source(spec, reconnect_attempts=0, read_timeout_s=stream_timeout_s)
+    return open_source(spec)
+
+
+def _calibrated_service(calibration: CalibrationResult | None, pool: WorkerPool) -> dict[int, float]:
+    """Each worker's per-frame time from the calibration (together), if any:
+    what latency budgets go by until the run measures it."""
+    if calibration is None:
+        return {}
+    service = {}
+    for index, name in enumerate(worker_names(pool)):
+        fps = calibration.together_fps.get(name, 0.0)
+        if fps > 0:
+            service[index] = 1.0 / fps  # frames/s together: each frame's share
+    return service
+
+
+def _in_flight_target(pool: WorkerPool, mode: str) -> int:
+    """Frames live streams keep in the slots: a batch in every live
+    worker's hands, and the next one waiting (under ``pull`` any worker
+    takes it, so one batch waiting serves them all). More would only age
+    in a slot; a frame waits in its camera's pending place instead, where
+    a fresher one can still replace it."""
+    batches = [batch_of(pool.specs[w.index]) for w in pool.workers if w.alive]
+    if not batches:
+        return 1
+    waiting = max(batches) if mode == "pull" else sum(batches)
+    return min(sum(batches) + waiting, pool.n_slots)
+
+
+def _shape_for(streams: list[Stream], pool: WorkerPool,
+               max_frame_shape: tuple[int, int, int] | None) -> tuple[int, int, int]:
+    """Slots big enough for every stream's frames."""
+    if pool.started:
+        assert pool.max_frame_shape is not None
+        return pool.max_frame_shape
+    height, width = 1, 1
+    for stream in streams:
+        shape = stream.frame_shape()
+        if shape is not None and len(shape) >= 2:
+            height, width = max(height, shape[0]), max(width, shape[1])
+    if max_frame_shape is None and height == width == 1:
+        return (480, 640, 3)
+    return (height, width, 3)
+
+
+def _account(metrics: Metrics, streams: list[Stream], loop: RunLoop | None) -> None:
+    """A run's totals, once its streams have stopped."""
+    for stream in streams:
+        stream.stop()
+        metrics.streams[stream.name] = stream.metrics
+        metrics.frames_generated += stream.metrics.frames_read
+        metrics.frames_assigned += stream.metrics.frames_published
+        metrics.buffer_full_waits += stream.metrics.buffer_full_waits
+    if loop is not None:
+        metrics.wall_time_s = (time.perf_counter_ns() - loop.start_ns) / 1e9
+        loop.take_gaps()  # the last events

@@ -103,37 +103,34 @@ def default_slots(specs: Sequence[BackendSpec]) -> int:
     return max(16, sum(2 * batch_of(spec) + 2 for spec in specs))
 
 
+@dataclass(frozen=True)
+class PoolOptions:
+    """How the workers run: what a :class:`~aip.pipeline.Pipeline` hands its pool."""
+
+    n_slots: int = 16
+    max_detections: int = 100
+    conf: float = 0.25
+    iou: float = 0.7
+    start_timeout_s: float = 600.0  # a first export or compile can take minutes
+    stall_timeout_s: float = 60.0  # a worker holding one frame this long is killed
+    max_attempts: int = 2  # workers a frame may fail (or kill) before it is given up
+    restart_workers: bool = False
+    max_restarts_per_minute: int = 3
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if self.n_slots < 1:
+            raise ValueError("n_slots must be >= 1")
+
+
 class WorkerPool:
     """Slots, a result ring and one worker process per backend spec."""
 
-    def __init__(
-        self,
-        specs: Sequence[BackendSpec],
-        labels: Sequence[str],
-        *,
-        n_slots: int,
-        max_detections: int,
-        conf: float,
-        iou: float,
-        start_timeout_s: float,
-        stall_timeout_s: float,
-        max_attempts: int = 2,
-        restart_workers: bool = False,
-        max_restarts_per_minute: int = 3,
-    ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
-        self.max_attempts = max_attempts
-        self.restart_workers = restart_workers
-        self.max_restarts_per_minute = max_restarts_per_minute
+    def __init__(self, specs: Sequence[BackendSpec], labels: Sequence[str], options: PoolOptions) -> None:
+        self.options = options
         self.specs = list(specs)
         self.labels = list(labels)
-        self.n_slots = n_slots
-        self.max_detections = max_detections
-        self.conf = conf
-        self.iou = iou
-        self.start_timeout_s = start_timeout_s
-        self.stall_timeout_s = stall_timeout_s
         self.table: Any = None
         self.ring: Any = None
         self.frames: SlotFrames | None = None
@@ -146,6 +143,10 @@ class WorkerPool:
     @property
     def started(self) -> bool:
         return self.table is not None
+
+    @property
+    def n_slots(self) -> int:
+        return self.options.n_slots
 
     def alive(self) -> list[int]:
         return [w.index for w in self.workers if w.alive]
@@ -172,14 +173,14 @@ class WorkerPool:
 
         self.max_frame_shape = check_frame_shape(tuple(max_frame_shape))
         _sweep_stale_segments()
-        dtype = result_dtype(self.max_detections)
-        self._records = np.zeros(4 * self.n_slots, dtype)
+        dtype = result_dtype(self.options.max_detections)
+        self._records = np.zeros(4 * self.options.n_slots, dtype)
         try:
             self.table = SlotTable.create(
-                n_slots=self.n_slots, slot_bytes=slot_bytes_for(self.max_frame_shape),
+                n_slots=self.options.n_slots, slot_bytes=slot_bytes_for(self.max_frame_shape),
                 wake_words=max(64, len(self.specs)))
             self.ring = ResultRing.create(
-                capacity=1 << max(4, math.ceil(math.log2(2 * self.n_slots))),
+                capacity=1 << max(4, math.ceil(math.log2(2 * self.options.n_slots))),
                 record_size=dtype.itemsize,
                 max_producers=len(self.specs),
             )
@@ -199,8 +200,8 @@ class WorkerPool:
         config = WorkerConfig(
             worker_id=index, spec=self.specs[index], table_name=self.table.name,
             ring_name=self.ring.name, max_frame_shape=self.max_frame_shape,
-            max_detections=self.max_detections, conf=self.conf, iou=self.iou,
-            max_attempts=self.max_attempts,
+            max_detections=self.options.max_detections, conf=self.options.conf, iou=self.options.iou,
+            max_attempts=self.options.max_attempts,
         )
         process = mp.get_context("spawn").Process(
             target=worker_main, args=(config, self._events),
@@ -210,7 +211,7 @@ class WorkerPool:
 
     def _wait_until_ready(self) -> None:
         waiting = {w.index for w in self.workers}
-        deadline = time.monotonic() + self.start_timeout_s
+        deadline = time.monotonic() + self.options.start_timeout_s
         while waiting:
             try:
                 kind, index, payload = self._events.get(timeout=0.2)
@@ -222,7 +223,7 @@ class WorkerPool:
                                           worker=worker.index) from None
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"workers {sorted(waiting)} not ready after "
-                                       f"{self.start_timeout_s:.0f} s") from None
+                                       f"{self.options.start_timeout_s:.0f} s") from None
                 continue
             if kind == "error":
                 raise WorkerError(f"worker {self.labels[index]} failed to start:\n{payload}",
@@ -266,9 +267,6 @@ class WorkerPool:
         n = self.ring.get_many(self._records, timeout=timeout)
         return self._records[:n]
 
-    def results_waiting(self) -> bool:
-        return self.ring is not None and len(self.ring) > 0
-
     # ---- health --------------------------------------------------------------
 
     def check(
@@ -303,7 +301,7 @@ class WorkerPool:
                 self.table.retarget(worker.index, ANY_WORKER)
                 if was_alive and on_dead is not None:
                     on_dead(worker.index)
-                if self.restart_workers:
+                if self.options.restart_workers:
                     self._schedule_restart(worker, now)
             elif not worker.alive:
                 # A frame published for it in the window between the redirect
@@ -322,13 +320,13 @@ class WorkerPool:
         """Count one more attempt on each frame the dead worker held; take out
         those that have had ``max_attempts`` (they would kill the next one too)."""
         assert self.frames is not None
-        for slot in range(self.n_slots):
+        for slot in range(self.options.n_slots):
             info = self.table.slot_info(slot)
             if info["state"] != "READING" or info["owner"] != worker.index:
                 continue
             header = self.frames.headers[slot]  # nobody else touches a dead worker's slot
             header["attempts"] += 1
-            if int(header["attempts"][0]) < self.max_attempts:
+            if int(header["attempts"][0]) < self.options.max_attempts:
                 continue
             if self.table.take_from(slot, worker.index):
                 failed = FailedFrame(int(header["stream"][0]), int(header["stream_frame_id"][0]),
@@ -343,7 +341,7 @@ class WorkerPool:
     def _schedule_restart(self, worker: Worker, now: float) -> None:
         while worker.restarts and now - worker.restarts[0] > 60:
             worker.restarts.popleft()
-        if len(worker.restarts) >= self.max_restarts_per_minute:
+        if len(worker.restarts) >= self.options.max_restarts_per_minute:
             log.warning("worker %s died %d times in a minute: not restarting it", worker.label,
                         len(worker.restarts))
             return
@@ -377,7 +375,7 @@ class WorkerPool:
             elif kind == "frame_error":
                 stream, stream_frame_id, failed, text = payload
                 if failed:
-                    message = (f"it failed in {self.max_attempts} workers, the last "
+                    message = (f"it failed in {self.options.max_attempts} workers, the last "
                                f"{self.labels[index]}: {text.strip().splitlines()[-1]}")
                     log.warning("frame %d of stream %d given up: %s\n%s", stream_frame_id, stream,
                                 message, text)
@@ -389,8 +387,8 @@ class WorkerPool:
         """A worker that holds one frame past ``stall_timeout_s`` is hung
         (a driver, a deadlock): kill it, so that its frames go to the others."""
         now = time.perf_counter_ns()  # the SlotTable stamps with the same clock
-        limit_ns = self.stall_timeout_s * 1e9
-        for slot in range(self.n_slots):
+        limit_ns = self.options.stall_timeout_s * 1e9
+        for slot in range(self.options.n_slots):
             info = self.table.slot_info(slot)
             owner = info["owner"]
             if info["state"] != "READING" or owner is None or now - info["t_claim_ns"] < limit_ns:
@@ -398,6 +396,6 @@ class WorkerPool:
             worker = self.workers[owner]
             if worker.alive and worker.process.is_alive():
                 log.warning("worker %s has held frame %d for over %.0f s: killing it", worker.label,
-                            info["frame_id"], self.stall_timeout_s)
+                            info["frame_id"], self.options.stall_timeout_s)
                 worker.process.kill()
                 worker.process.join(timeout=5)

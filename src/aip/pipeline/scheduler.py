@@ -7,8 +7,8 @@ frame's slot; the worker of that backend claims the slot. Three policies:
   (e.g. 7 : 3 : 1) become one cycle of backend hints, walked frame by frame.
 * ``adaptive``: the same cycle, re-weighted online from each backend's
   measured service time (EWMA) when the measured shares drift past a
-  threshold, and at once when a backend dies or stalls.
-* ``pull``: no hint (:data:`HINT_ANY`); whichever worker is idle takes the
+  threshold, and at once when a backend dies.
+* ``pull``: no hint (:data:`ANY_WORKER`); whichever worker is idle takes the
   next frame (work-conserving baseline).
 
 Backends are small non-negative ints (worker/backend indices); a weights
@@ -25,10 +25,10 @@ from typing import Final, Protocol, TypeVar
 
 import numpy as np
 
-from aip.ring import HINT_ANY  # "any worker may take this frame": the slot table's own value
+from aip.ring import ANY_WORKER  # "any worker may take this frame": the slot table's own value
 
 __all__ = [
-    "HINT_ANY",
+    "ANY_WORKER",
     "SCHEDULER_MODES",
     "AdaptiveScheduler",
     "PullScheduler",
@@ -54,8 +54,8 @@ def _weight_dict(weights: Weights) -> dict[int, int]:
     items = weights.items() if isinstance(weights, Mapping) else enumerate(weights)
     result: dict[int, int] = {}
     for backend, weight in items:
-        if not 0 <= backend < HINT_ANY:
-            raise ValueError(f"backend id must be in [0, {HINT_ANY}), got {backend}")
+        if not 0 <= backend < ANY_WORKER:
+            raise ValueError(f"backend id must be in [0, {ANY_WORKER}), got {backend}")
         if int(weight) != weight or weight < 0:
             raise ValueError(f"weight of backend {backend} must be a non-negative integer, got {weight!r}")
         if weight:
@@ -172,7 +172,7 @@ class Scheduler(Protocol):
         ...
 
     def next_hint(self, frame_id: int) -> int:
-        """Backend hint for the next frame (:data:`HINT_ANY` for any worker)."""
+        """Backend hint for the next frame (:data:`ANY_WORKER` for any worker)."""
         ...
 
     def observe(self, backend: int, service_time_s: float) -> None:
@@ -297,8 +297,8 @@ class AdaptiveScheduler(_CycleScheduler):
     if they changed. Small noise stays below the threshold and rebuilds
     nothing; in exchange weights may stay up to about ``drift_threshold``
     away from the measured rates, costing about that much throughput. A
-    dead backend leaves for good; a stalled one leaves at once and comes
-    back when it reports a finished frame again.
+    dead backend leaves for good (a stalled worker is killed by the pool, so
+    it dies too); a restarted one comes back through :meth:`revive`.
     """
 
     def __init__(
@@ -329,7 +329,6 @@ class AdaptiveScheduler(_CycleScheduler):
         self.min_samples = min_samples
         self._ewma_time: dict[int, float] = {}
         self._samples: dict[int, int] = {}
-        self._stalled: dict[int, int] = {}  # stalled backend -> weight to restore
         self._reference_share: dict[int, float] = {}  # the shares the weights were set for
         super().__init__(weights, seed, runs)
 
@@ -350,20 +349,7 @@ class AdaptiveScheduler(_CycleScheduler):
             service_time_s if previous is None else previous + self.alpha * (service_time_s - previous)
         )
         self._samples[backend] = self._samples.get(backend, 0) + 1
-        if backend in self._stalled:
-            self._set_weights({**self._weights, backend: self._stalled.pop(backend)})
         self._reweight_if_drifted()
-
-    def mark_stalled(self, backend: int) -> None:
-        """Take ``backend`` out of the cycle now; its next :meth:`observe` brings it back."""
-        self._check_known(backend)
-        if backend in self._weights:
-            self._stalled[backend] = self._weights[backend]
-            self._set_weights({b: w for b, w in self._weights.items() if b != backend})
-
-    def mark_dead(self, backend: int) -> None:
-        self._stalled.pop(backend, None)
-        super().mark_dead(backend)
 
     def revive(self, backend: int, weight: int) -> None:
         """A restarted backend is measured again from scratch: it runs at
@@ -408,7 +394,7 @@ class PullScheduler:
         return dict(self._weights)
 
     def next_hint(self, frame_id: int) -> int:
-        return HINT_ANY
+        return ANY_WORKER
 
     def observe(self, backend: int, service_time_s: float) -> None:
         """Pull scheduling needs no measurements."""

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from aip.pipeline.admission import Admission
     from aip.pipeline.pool import WorkerPool
     from aip.io.sources import GrabbedFrame
+    from aip.track.zones import Line, Zone
 
 log = logging.getLogger("aip.pipeline")
 
@@ -113,6 +114,9 @@ class StreamOptions:
     max_frames: int | None = None
     priority: float = 1.0  # a live stream's share under overload, against the others'
     latency_budget_ms: float | None = None  # capture -> result; a frame that cannot make it: late
+    track: str | None = None  # tracker config (bytetrack.yaml, botsort.yaml, a file); None: none
+    zones: tuple[Zone, ...] = ()  # polygons: counts, enter/exit events (they need tracks)
+    lines: tuple[Line, ...] = ()  # lines: crossings (they need tracks)
 
     def __post_init__(self) -> None:
         if self.latency_budget_ms is not None and not self.latency_budget_ms > 0:
@@ -125,6 +129,21 @@ class StreamOptions:
             raise ValueError("fps must be > 0")
         if self.max_age_ms is not None and self.max_age_ms <= 0:
             raise ValueError("max_age_ms must be > 0")
+
+
+@dataclass(frozen=True)
+class ReaderPolicy:
+    """How every stream's reader treats its source: one policy for the first
+    open and every reopen."""
+
+    keep_frames: bool = False  # keep each frame beside its result (annotated video)
+    max_reconnects: int | None = 3  # failures in a row before eviction; None: never evicted
+    reconnect_backoff_s: float = 0.5  # doubles with each failure in a row
+    stream_timeout_s: float = 10.0  # a live read that gives nothing this long has failed
+
+    def __post_init__(self) -> None:
+        if self.max_reconnects is not None and self.max_reconnects < 0:
+            raise ValueError("max_reconnects must be >= 0, or None to retry forever")
 
 
 def reconnect_delay(backoff_s: float, failures: int) -> float:
@@ -168,10 +187,7 @@ class Stream:
         spec: str | int | Path | None,
         opener: Callable[[Any], Any] | None,
         first: tuple[np.ndarray, int] | None,
-        keep_frames: bool,
-        max_reconnects: int | None,
-        reconnect_backoff_s: float,
-        stream_timeout_s: float = 10.0,
+        reader: ReaderPolicy,
     ) -> None:
         self.name = name
         self.index = index
@@ -180,10 +196,7 @@ class Stream:
         self.spec = spec
         self._opener = opener
         self._first = first
-        self.keep_frames = keep_frames
-        self.max_reconnects = max_reconnects  # None: forever
-        self.reconnect_backoff_s = reconnect_backoff_s
-        self.stream_timeout_s = stream_timeout_s
+        self.reader = reader
         self.live = is_live(source) or (source is None and spec is not None)
         self.metrics = StreamMetrics()
         self.reorder: ReorderBuffer[FrameResult] = ReorderBuffer(
@@ -201,10 +214,8 @@ class Stream:
         self._generation = 0  # of the current reader thread; a stuck one is left behind
         self._failures = 0  # in a row: a frame read resets it
         self._context: tuple[WorkerPool, Targets, Iterator[int]] | None = None
+        self._feed: _FileFeed | _LiveFeed | None = None  # the reader's part, for the current connection
         self._admission: Admission | None = None  # of the run, for a live stream
-        # Published frames that may still wait: (slot, frame id, stream id, generation).
-        self._waiting: deque[tuple[int, int, int, int]] = deque()
-        self._place: int | None = None  # latest: the claim-order place a new frame inherits
         # A live stream's frames grabbed but not in a slot yet: (stream frame id,
         # GrabbedFrame), under the admission's lock; ``credit`` is its service
         # so far, in frames / priority (the admission's deficit round robin).
@@ -272,12 +283,12 @@ class Stream:
         return (now - since) / (2 if self.live else 1)
 
     def _attempts(self) -> str:
-        return (f"attempt {self._failures}, retrying forever" if self.max_reconnects is None
-                else f"attempt {self._failures} of {self.max_reconnects}")
+        return (f"attempt {self._failures}, retrying forever" if self.reader.max_reconnects is None
+                else f"attempt {self._failures} of {self.reader.max_reconnects}")
 
     def _out_of_attempts(self) -> bool:
-        return self._opener is None or (self.max_reconnects is not None
-                                        and self._failures > self.max_reconnects)
+        return self._opener is None or (self.reader.max_reconnects is not None
+                                        and self._failures > self.reader.max_reconnects)
 
     def restart_stalled(self, waited_s: float) -> None:
         """The reader has hung in a read: leave it behind (it exits when the
@@ -302,6 +313,8 @@ class Stream:
         assert self._context is not None
         pool, targets, ids = self._context
         connected = False
+        feed = _LiveFeed(self) if self.live else _FileFeed(self, pool, targets, ids)
+        self._feed = feed  # the reader's state, for the tests that watch it
         try:
             while not self._stop.is_set() and generation == self._generation:
                 try:
@@ -312,10 +325,7 @@ class Stream:
                     if source is None:
                         assert self._opener is not None
                         source = self._opener(self.spec)
-                    if self.live:
-                        self._pump_live(source, generation)
-                    else:
-                        self._pump(pool, targets, ids, source, generation)
+                    feed.pump(source, generation)
                     if not self._stop.is_set() and generation == self._generation:
                         self._event("ended", f"{self.metrics.frames_read} frames read")
                         self.metrics.state = "ended"
@@ -334,7 +344,7 @@ class Stream:
                                     else f"{message} (given as an open source: cannot reopen)")
                         return
                     self.metrics.reconnects += 1
-                    delay = reconnect_delay(self.reconnect_backoff_s, self._failures)
+                    delay = reconnect_delay(self.reader.reconnect_backoff_s, self._failures)
                     self._event("reconnecting", f"{message}; reopening in {delay:.1f} s "
                                 f"({self._attempts()})")
                     if self._stop.wait(delay):
@@ -344,7 +354,6 @@ class Stream:
             if connected:
                 self._connection.release()
             if generation == self._generation:
-                self._waiting.clear()  # frames still waiting stay published: workers do them
                 if self._stop.is_set():
                     self._discard_pending()  # stopped: nothing more goes in (an evicted
                     # or ended stream's last frames were read well: they are served)
@@ -362,71 +371,14 @@ class Stream:
         """
         waited = 0.0
         while not self._stop.is_set() and generation == self._generation:
-            if self._connection.acquire(timeout=min(0.1, self.stream_timeout_s)):
+            if self._connection.acquire(timeout=min(0.1, self.reader.stream_timeout_s)):
                 self._connection_owner = generation
                 return True
             waited += 0.1
-            if waited >= self.stream_timeout_s:
+            if waited >= self.reader.stream_timeout_s:
                 raise TimeoutError(f"the previous connection did not close in "
-                                   f"{self.stream_timeout_s:g} s")
+                                   f"{self.reader.stream_timeout_s:g} s")
         return False
-
-    def _pump_live(self, source: Any, generation: int) -> None:
-        """Drain a live source into pending frames until it ends or the stream stops."""
-        admission = self._admission
-        assert admission is not None  # start() gave a live stream the run's
-        period_ns = int(1e9 / self.options.fps) if self.options.fps else 0
-        next_due = 0
-        on_this_connection = 0
-        while not self._stop.is_set():
-            if self.options.max_frames is not None and self.issued >= self.options.max_frames:
-                return
-            self.reading_since = time.monotonic()
-            try:
-                grabbed = source.grab_frame()
-            finally:
-                self.reading_since = None
-            if generation != self._generation:
-                return  # left behind while it read
-            if grabbed is None:
-                return
-            self.metrics.frames_read += 1
-            on_this_connection += 1
-            if on_this_connection > 1:
-                # Not on the first: that one was read as the source opened,
-                # and a camera that has ended may still hand out its last
-                # frame to each new connection: that is no recovery.
-                self._failures = 0
-            if period_ns:  # the FPS cap: a live camera is thinned, never slowed down
-                if grabbed.capture_ns < next_due:
-                    continue
-                # One frame a period; a frame up to half a period early is
-                # on time (camera jitter), a late one moves the schedule on.
-                next_due = max(next_due + period_ns, grabbed.capture_ns + period_ns // 2)
-            self._offer(admission, grabbed)
-
-    def _offer(self, admission: Admission, grabbed: GrabbedFrame) -> None:
-        """Leave a grabbed frame pending, as the stream's policy says."""
-        policy = self.options.policy
-        limit = 1 if policy == "latest" else PENDING_LIMIT
-        with admission.lock:
-            if policy == "block":
-                while len(self.pending) >= limit:
-                    if self._stop.is_set():
-                        raise _Stopped
-                    self.metrics.buffer_full_waits += 1
-                    admission.lock.wait(SLOT_WAIT_S)
-            elif policy == "drop-newest" and len(self.pending) >= limit:
-                self._gap(self._next_id(), "dropped")
-                self.metrics.decodes_skipped += 1
-                return
-            while len(self.pending) >= limit:  # latest, drop-oldest: the oldest go, undecoded
-                old_id, _ = self.pending.popleft()
-                self._gap(old_id, "dropped")
-                self.metrics.decodes_skipped += 1
-            self.pending.append((self._next_id(), grabbed))
-            # All: a blocked reader may wait on the same condition as the admission thread.
-            admission.lock.notify_all()
 
     def _discard_pending(self) -> None:
         admission = self._admission
@@ -441,41 +393,8 @@ class Stream:
     def serve_grabbed(self, pool: WorkerPool, targets: Targets, ids: Iterator[int], stream_frame_id: int,
                       grabbed: GrabbedFrame) -> None:
         """The admission thread's part: decode a pending frame into a free
-        slot and publish it (a frame that cannot be decoded is a failed gap;
-        one no worker can finish within its latency budget a late gap, never
-        decoded)."""
-        table = pool.table
-        capture_ns = self._checked_capture(grabbed.capture_ns)
-        frame_id = next(ids)
-        route = self._route(targets, frame_id, capture_ns)
-        if route is None:
-            self._gap(stream_frame_id, "late")
-            self.metrics.decodes_skipped += 1
-            return
-        try:
-            slot = int(table.acquire_free(timeout=SLOT_WAIT_S))
-        except TimeoutError:  # files took every slot meanwhile: this frame is lost
-            self._gap(stream_frame_id, "dropped")
-            return
-        try:
-            height, width = int(grabbed.shape[0]), int(grabbed.shape[1])
-            assert pool.max_frame_shape is not None and pool.frames is not None  # started
-            max_h, max_w, _ = pool.max_frame_shape
-            if height > max_h or width > max_w:
-                raise ValueError(f"frames are {width}x{height}, larger than the pipeline's slots "
-                                 f"({max_w}x{max_h}): pass max_frame_shape=(H, W, 3) big enough "
-                                 "for every stream")
-            image = pool.frames.image(slot, height, width)
-            grabbed.write_into(image)
-            if grabbed.needs_decode:
-                self.metrics.frames_decoded += 1
-            self._publish_slot(pool, stream_frame_id, slot, image, height, width, capture_ns,
-                               frame_id, route)
-        except BaseException as error:
-            _abort_quietly(table, slot)
-            self._gap(stream_frame_id, "failed")
-            log.warning("stream %s: frame %d failed: %s", redact(self.name), stream_frame_id,
-                        redact(str(error)))
+        slot and publish it (see :func:`_serve_grabbed`)."""
+        _serve_grabbed(self, pool, targets, ids, stream_frame_id, grabbed)
 
     def _evict(self, message: str) -> None:
         self.metrics.state = "evicted"
@@ -486,193 +405,6 @@ class Stream:
         event = StreamEvent(self.name, kind, redact(message))  # events leave the process
         self.events.append(event)
         return event
-
-    def _pump(self, pool: WorkerPool, targets: Targets, ids: Iterator[int], source: Any, generation: int) -> None:
-        """Read frames until the source ends, the stream stops or max_frames."""
-        frames = pool.frames
-        table = pool.table
-        assert frames is not None and pool.max_frame_shape is not None  # a started pool's
-        max_h, max_w, _ = pool.max_frame_shape
-        read_into = getattr(source, "read_into", None)
-        iterator = None if read_into is not None else _frames_of(source)
-        shape = getattr(source, "shape", None) if read_into is not None else None
-        period_ns = int(1e9 / self.options.fps) if self.options.fps else 0
-        started_ns = time.perf_counter_ns()
-        paced = 0
-        scratch: np.ndarray | None = None
-        while not self._stop.is_set():
-            if self.options.max_frames is not None and self.issued >= self.options.max_frames:
-                return
-            if period_ns:  # the FPS cap: not before this frame's due time
-                due = started_ns + paced * period_ns - time.perf_counter_ns()
-                if due > 0 and self._stop.wait(due / 1e9):
-                    return
-                paced += 1
-
-            # A frame of a known size goes straight into a slot; one of
-            # unknown size (a plain iterator's) is read first, then copied.
-            frame: np.ndarray | None = None
-            capture_ns = 0
-            if iterator is not None or shape is None:
-                item = self._next_plain(iterator)
-                if generation != self._generation:
-                    return  # left behind while it read
-                if item is None:
-                    return
-                frame, capture_ns = item
-                height, width = int(frame.shape[0]), int(frame.shape[1])
-            else:
-                height, width = int(shape[0]), int(shape[1])
-            if frame is not None and (frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8):
-                raise ValueError(f"frames must be HxWx3 uint8 (BGR), got {frame.shape} {frame.dtype}")
-            if height > max_h or width > max_w:
-                raise ValueError(
-                    f"frames are {width}x{height}, larger than the pipeline's slots "
-                    f"({max_w}x{max_h}): pass max_frame_shape=(H, W, 3) big enough for every stream")
-
-            slot = self._slot_for_policy(table)
-            if slot is None:  # no slot now: read into scratch, then the policy decides
-                if frame is None:
-                    if scratch is None or scratch.shape != (height, width, 3):
-                        scratch = np.empty((height, width, 3), np.uint8)
-                    read_ns = self._read_into(read_into, scratch)
-                    if read_ns is None or generation != self._generation:
-                        return
-                    frame, capture_ns = scratch, read_ns
-                slot = self._make_room(table)
-                if slot is None:
-                    self._gap(self._next_id(), "dropped")
-                    continue
-            try:
-                image = frames.image(slot, height, width)
-                if frame is None:
-                    read_ns = self._read_into(read_into, image)
-                    if read_ns is None or generation != self._generation:
-                        table.abort(slot)
-                        return
-                    capture_ns = read_ns
-                else:
-                    np.copyto(image, frame)
-                self._publish(pool, targets, ids, slot, image, height, width, capture_ns)
-            except BaseException:
-                _abort_quietly(table, slot)
-                raise
-
-    def _next_plain(self, iterator: Iterator[tuple[np.ndarray, int]] | None) -> tuple[np.ndarray, int] | None:
-        if self._first is not None:
-            frame, capture_ns = self._first
-            # A frame peeked (for its size) before the run began is stamped
-            # now: its wait for the workers to start is not the stream's latency.
-            item: tuple[np.ndarray, int] | None = (frame, capture_ns or time.perf_counter_ns())
-            self._first = None
-        else:
-            assert iterator is not None
-            self.reading_since = time.monotonic()
-            try:
-                item = next(iterator, None)
-            finally:
-                self.reading_since = None
-        if item is not None:
-            self.metrics.frames_read += 1
-            self._failures = 0
-        return item
-
-    def _read_into(self, read_into: Any, out: np.ndarray) -> int | None:
-        self.reading_since = time.monotonic()
-        try:
-            capture_ns = read_into(out)
-        finally:
-            self.reading_since = None
-        if capture_ns is not None:
-            self.metrics.frames_read += 1
-            self._failures = 0
-        return None if capture_ns is None else int(capture_ns)
-
-    def _slot_for_policy(self, table: Any) -> int | None:
-        """A free slot, waiting for one under ``block``; None when none is free."""
-        try:
-            return int(table.acquire_free(timeout=0))
-        except TimeoutError:
-            pass
-        if self.options.policy != "block":
-            return None
-        self.metrics.buffer_full_waits += 1
-        while not self._stop.is_set():
-            try:
-                return int(table.acquire_free(timeout=SLOT_WAIT_S))
-            except TimeoutError:
-                continue
-        raise _Stopped
-
-    def _make_room(self, table: Any) -> int | None:
-        """drop-oldest / latest: take back this stream's oldest frame nobody
-        claimed yet and drop it; its slot takes the new frame."""
-        if self.options.policy not in ("drop-oldest", "latest"):
-            return None
-        while self._waiting:
-            slot, frame_id, stream_frame_id, generation = self._waiting.popleft()
-            if table.take_back(slot, frame_id, generation):
-                self._gap(stream_frame_id, "dropped")
-                if self.options.policy == "latest":
-                    self._place = frame_id  # the new frame keeps the stream's place in line
-                return slot
-        return None
-
-    def _publish(self, pool: WorkerPool, targets: Targets, ids: Iterator[int], slot: int, image: np.ndarray,
-                 height: int, width: int, capture_ns: int) -> None:
-        stream_frame_id = self._next_id()
-        try:
-            self._publish_as(pool, targets, ids, stream_frame_id, slot, image, height, width,
-                             capture_ns)
-        except BaseException:
-            self._gap(stream_frame_id, "failed")  # every id issued comes out, as a result or a gap
-            raise
-
-    def _publish_as(self, pool: WorkerPool, targets: Targets, ids: Iterator[int], stream_frame_id: int,
-                    slot: int, image: np.ndarray, height: int, width: int, capture_ns: int) -> None:
-        frame_id, self._place = self._place, None
-        if self.options.policy == "latest":
-            # Only the freshest frame waits: the older ones nobody took yet
-            # go, and this one takes their place in the claim order. Claims
-            # take the lowest frame id; a fresh id on every refresh would send
-            # the stream to the back of the line each time, and the stream
-            # whose frames happen to come a little earlier would win them all.
-            while self._waiting:
-                old_slot, old_frame_id, old_id, old_generation = self._waiting.popleft()
-                if pool.table.take_back(old_slot, old_frame_id, old_generation):
-                    self._gap(old_id, "dropped")
-                    pool.table.abort(old_slot)
-                    frame_id = old_frame_id if frame_id is None else min(frame_id, old_frame_id)
-        elif self._waiting:
-            self._forget_claimed(pool.table)
-        if frame_id is None:
-            frame_id = next(ids)
-        capture_ns = self._checked_capture(capture_ns)
-        route = self._route(targets, frame_id, capture_ns)
-        if route is None:  # no worker can finish it within its budget
-            pool.table.abort(slot)
-            self._gap(stream_frame_id, "late")
-            return
-        generation = self._publish_slot(pool, stream_frame_id, slot, image, height, width,
-                                        capture_ns, frame_id, route)
-        if self.options.policy in ("drop-oldest", "latest"):
-            # With its generation: a frame claimed by a worker that died after
-            # putting its result is READY again with a newer one, and must not
-            # be dropped (it has a result).
-            self._waiting.append((slot, frame_id, stream_frame_id, generation))
-
-    def _forget_claimed(self, table: Any) -> None:
-        """drop-oldest: forget the frames workers have taken (claims go oldest
-        first), so that ``_waiting`` never holds more than the slots do."""
-        from aip._core.slot_table import READY
-
-        while self._waiting:
-            slot, frame_id, _, _ = self._waiting[0]
-            if table.state(slot) == READY and table.frame_id(slot) == frame_id:
-                break
-            self._waiting.popleft()
-        while len(self._waiting) > table.n_slots:
-            self._waiting.popleft()
 
     def _checked_capture(self, capture_ns: int) -> int:
         """``capture_ns``, or now when it is from another clock."""
@@ -712,7 +444,7 @@ class Stream:
         deadlines = [d for d in (capture_ns + int(max_age * 1e6) if max_age else 0, latest_start) if d]
         header["deadline_ns"] = min(deadlines) if deadlines else 0
         header["attempts"] = 0
-        if self.keep_frames:
+        if self.reader.keep_frames:
             self.kept[stream_frame_id] = image.copy()
         generation = int(pool.table.publish(slot, frame_id, target))
         self.metrics.frames_published += 1
@@ -727,6 +459,334 @@ class Stream:
         self.gaps.append((stream_frame_id, reason))  # the loop counts it when it takes it
 
 
+class _FileFeed:
+    """The reader's part for a file, folder or iterator: each frame read
+    straight into a slot (or a scratch frame when none is free), and
+    published. One per reader thread: what it keeps (``waiting``: its
+    published frames no worker took yet; ``place``: the claim-order place a
+    refreshed frame inherits) ends with the connection."""
+
+    def __init__(self, stream: Stream, pool: WorkerPool, targets: Targets, ids: Iterator[int]) -> None:
+        self.stream = stream
+        self.pool = pool
+        self.targets = targets
+        self.ids = ids
+        # Published frames that may still wait: (slot, frame id, stream id, generation).
+        self.waiting: deque[tuple[int, int, int, int]] = deque()
+        self.place: int | None = None
+        self.scratch: np.ndarray | None = None  # a frame read while no slot was free
+
+    def pump(self, source: Any, generation: int) -> None:
+        """Read frames until the source ends, the stream stops or max_frames."""
+        stream = self.stream
+        read_into = getattr(source, "read_into", None)
+        iterator = None if read_into is not None else _frames_of(source)
+        shape = getattr(source, "shape", None) if read_into is not None else None
+        period_ns = int(1e9 / stream.options.fps) if stream.options.fps else 0
+        started_ns = time.perf_counter_ns()
+        paced = 0
+        while not stream._stop.is_set():
+            if stream.options.max_frames is not None and stream.issued >= stream.options.max_frames:
+                return
+            if period_ns:  # the FPS cap: not before this frame's due time
+                due = started_ns + paced * period_ns - time.perf_counter_ns()
+                if due > 0 and stream._stop.wait(due / 1e9):
+                    return
+                paced += 1
+            # A frame of a known size goes straight into a slot; one of
+            # unknown size (a plain iterator's) is read first, then copied.
+            frame: np.ndarray | None = None
+            capture_ns = 0
+            size = shape
+            if iterator is not None or shape is None:
+                item = self._next_plain(iterator)
+                if item is None or generation != stream._generation:
+                    return  # ended, or left behind while it read
+                frame, capture_ns = item
+                size = frame.shape
+            assert size is not None  # the source's shape, or the plain frame's
+            height, width = self._checked_size(size, frame)
+            if not self._into_slot(read_into, frame, capture_ns, height, width, generation):
+                return
+
+    def _checked_size(self, shape: tuple[int, ...], frame: np.ndarray | None) -> tuple[int, int]:
+        assert self.pool.max_frame_shape is not None  # a started pool's
+        max_h, max_w, _ = self.pool.max_frame_shape
+        if frame is not None and (frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8):
+            raise ValueError(f"frames must be HxWx3 uint8 (BGR), got {frame.shape} {frame.dtype}")
+        height, width = int(shape[0]), int(shape[1])
+        if height > max_h or width > max_w:
+            raise ValueError(
+                f"frames are {width}x{height}, larger than the pipeline's slots "
+                f"({max_w}x{max_h}): pass max_frame_shape=(H, W, 3) big enough for every stream")
+        return height, width
+
+    def _into_slot(self, read_into: Any, frame: np.ndarray | None, capture_ns: int, height: int,
+                   width: int, generation: int) -> bool:
+        """Put one frame in a slot (read straight into it when ``frame`` is
+        None) and publish it, or drop it as the policy says. False: the
+        source ended or this reader was left behind."""
+        stream, table, frames = self.stream, self.pool.table, self.pool.frames
+        assert frames is not None  # a started pool's
+        slot = self._slot_for_policy(table)
+        if slot is None:  # no slot now: read into scratch, then the policy decides
+            if frame is None:
+                if self.scratch is None or self.scratch.shape != (height, width, 3):
+                    self.scratch = np.empty((height, width, 3), np.uint8)
+                read_ns = self._read_into(read_into, self.scratch)
+                if read_ns is None or generation != stream._generation:
+                    return False
+                frame, capture_ns = self.scratch, read_ns
+            slot = self._make_room(table)
+            if slot is None:
+                stream._gap(stream._next_id(), "dropped")
+                return True
+        try:
+            image = frames.image(slot, height, width)
+            if frame is None:
+                read_ns = self._read_into(read_into, image)
+                if read_ns is None or generation != stream._generation:
+                    table.abort(slot)
+                    return False
+                capture_ns = read_ns
+            else:
+                np.copyto(image, frame)
+            self._publish(slot, image, height, width, capture_ns)
+        except BaseException:
+            _abort_quietly(table, slot)
+            raise
+        return True
+
+    def _next_plain(self, iterator: Iterator[tuple[np.ndarray, int]] | None) -> tuple[np.ndarray, int] | None:
+        stream = self.stream
+        if stream._first is not None:
+            frame, capture_ns = stream._first
+            # A frame peeked (for its size) before the run began is stamped
+            # now: its wait for the workers to start is not the stream's latency.
+            item: tuple[np.ndarray, int] | None = (frame, capture_ns or time.perf_counter_ns())
+            stream._first = None
+        else:
+            assert iterator is not None
+            stream.reading_since = time.monotonic()
+            try:
+                item = next(iterator, None)
+            finally:
+                stream.reading_since = None
+        if item is not None:
+            stream.metrics.frames_read += 1
+            stream._failures = 0
+        return item
+
+    def _read_into(self, read_into: Any, out: np.ndarray) -> int | None:
+        stream = self.stream
+        stream.reading_since = time.monotonic()
+        try:
+            capture_ns = read_into(out)
+        finally:
+            stream.reading_since = None
+        if capture_ns is not None:
+            stream.metrics.frames_read += 1
+            stream._failures = 0
+        return None if capture_ns is None else int(capture_ns)
+
+    def _slot_for_policy(self, table: Any) -> int | None:
+        """A free slot, waiting for one under ``block``; None when none is free."""
+        stream = self.stream
+        try:
+            return int(table.acquire_free(timeout=0))
+        except TimeoutError:
+            pass
+        if stream.options.policy != "block":
+            return None
+        stream.metrics.buffer_full_waits += 1
+        while not stream._stop.is_set():
+            try:
+                return int(table.acquire_free(timeout=SLOT_WAIT_S))
+            except TimeoutError:
+                continue
+        raise _Stopped
+
+    def _make_room(self, table: Any) -> int | None:
+        """drop-oldest / latest: take back this stream's oldest frame nobody
+        claimed yet and drop it; its slot takes the new frame."""
+        stream = self.stream
+        if stream.options.policy not in ("drop-oldest", "latest"):
+            return None
+        while self.waiting:
+            slot, frame_id, stream_frame_id, generation = self.waiting.popleft()
+            if table.take_back(slot, frame_id, generation):
+                stream._gap(stream_frame_id, "dropped")
+                if stream.options.policy == "latest":
+                    self.place = frame_id  # the new frame keeps the stream's place in line
+                return slot
+        return None
+
+    def _publish(self, slot: int, image: np.ndarray, height: int, width: int, capture_ns: int) -> None:
+        stream = self.stream
+        stream_frame_id = stream._next_id()
+        try:
+            self._publish_as(stream_frame_id, slot, image, height, width, capture_ns)
+        except BaseException:
+            stream._gap(stream_frame_id, "failed")  # every id issued comes out, as a result or a gap
+            raise
+
+    def _publish_as(self, stream_frame_id: int, slot: int, image: np.ndarray, height: int, width: int,
+                    capture_ns: int) -> None:
+        stream, pool = self.stream, self.pool
+        frame_id, self.place = self.place, None
+        if stream.options.policy == "latest":
+            # Only the freshest frame waits: the older ones nobody took yet
+            # go, and this one takes their place in the claim order. Claims
+            # take the lowest frame id; a fresh id on every refresh would send
+            # the stream to the back of the line each time, and the stream
+            # whose frames happen to come a little earlier would win them all.
+            while self.waiting:
+                old_slot, old_frame_id, old_id, old_generation = self.waiting.popleft()
+                if pool.table.take_back(old_slot, old_frame_id, old_generation):
+                    stream._gap(old_id, "dropped")
+                    pool.table.abort(old_slot)
+                    frame_id = old_frame_id if frame_id is None else min(frame_id, old_frame_id)
+        elif self.waiting:
+            self._forget_claimed(pool.table)
+        if frame_id is None:
+            frame_id = next(self.ids)
+        capture_ns = stream._checked_capture(capture_ns)
+        route = stream._route(self.targets, frame_id, capture_ns)
+        if route is None:  # no worker can finish it within its budget
+            pool.table.abort(slot)
+            stream._gap(stream_frame_id, "late")
+            return
+        generation = stream._publish_slot(pool, stream_frame_id, slot, image, height, width,
+                                        capture_ns, frame_id, route)
+        if stream.options.policy in ("drop-oldest", "latest"):
+            # With its generation: a frame claimed by a worker that died after
+            # putting its result is READY again with a newer one, and must not
+            # be dropped (it has a result).
+            self.waiting.append((slot, frame_id, stream_frame_id, generation))
+
+    def _forget_claimed(self, table: Any) -> None:
+        """drop-oldest: forget the frames workers have taken (claims go oldest
+        first), so that ``_waiting`` never holds more than the slots do."""
+        from aip._core.slot_table import READY
+
+        while self.waiting:
+            slot, frame_id, _, _ = self.waiting[0]
+            if table.state(slot) == READY and table.frame_id(slot) == frame_id:
+                break
+            self.waiting.popleft()
+        while len(self.waiting) > table.n_slots:
+            self.waiting.popleft()
+
+
+
+class _LiveFeed:
+    """The reader's part for a camera or network stream: drain the
+    connection into the stream's pending frames (encoded, undecoded); the
+    run's admission thread decodes the ones it serves into slots."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+
+    def pump(self, source: Any, generation: int) -> None:
+        """Drain a live source into pending frames until it ends or the stream stops."""
+        stream = self.stream
+        admission = stream._admission
+        assert admission is not None  # start() gave a live stream the run's
+        period_ns = int(1e9 / stream.options.fps) if stream.options.fps else 0
+        next_due = 0
+        on_this_connection = 0
+        while not stream._stop.is_set():
+            if stream.options.max_frames is not None and stream.issued >= stream.options.max_frames:
+                return
+            stream.reading_since = time.monotonic()
+            try:
+                grabbed = source.grab_frame()
+            finally:
+                stream.reading_since = None
+            if generation != stream._generation:
+                return  # left behind while it read
+            if grabbed is None:
+                return
+            stream.metrics.frames_read += 1
+            on_this_connection += 1
+            if on_this_connection > 1:
+                # Not on the first: that one was read as the source opened,
+                # and a camera that has ended may still hand out its last
+                # frame to each new connection: that is no recovery.
+                stream._failures = 0
+            if period_ns:  # the FPS cap: a live camera is thinned, never slowed down
+                if grabbed.capture_ns < next_due:
+                    continue
+                # One frame a period; a frame up to half a period early is
+                # on time (camera jitter), a late one moves the schedule on.
+                next_due = max(next_due + period_ns, grabbed.capture_ns + period_ns // 2)
+            self._offer(admission, grabbed)
+
+    def _offer(self, admission: Admission, grabbed: GrabbedFrame) -> None:
+        """Leave a grabbed frame pending, as the stream's policy says."""
+        stream = self.stream
+        policy = stream.options.policy
+        limit = 1 if policy == "latest" else PENDING_LIMIT
+        with admission.lock:
+            if policy == "block":
+                while len(stream.pending) >= limit:
+                    if stream._stop.is_set():
+                        raise _Stopped
+                    stream.metrics.buffer_full_waits += 1
+                    admission.lock.wait(SLOT_WAIT_S)
+            elif policy == "drop-newest" and len(stream.pending) >= limit:
+                stream._gap(stream._next_id(), "dropped")
+                stream.metrics.decodes_skipped += 1
+                return
+            while len(stream.pending) >= limit:  # latest, drop-oldest: the oldest go, undecoded
+                old_id, _ = stream.pending.popleft()
+                stream._gap(old_id, "dropped")
+                stream.metrics.decodes_skipped += 1
+            stream.pending.append((stream._next_id(), grabbed))
+            # All: a blocked reader may wait on the same condition as the admission thread.
+            admission.lock.notify_all()
+
+
+def _serve_grabbed(stream: Stream, pool: WorkerPool, targets: Targets, ids: Iterator[int],
+               stream_frame_id: int, grabbed: GrabbedFrame) -> None:
+    """Decode a pending frame of a live stream into a free
+    slot and publish it (a frame that cannot be decoded is a failed gap;
+    one no worker can finish within its latency budget a late gap, never
+    decoded)."""
+    table = pool.table
+    capture_ns = stream._checked_capture(grabbed.capture_ns)
+    frame_id = next(ids)
+    route = stream._route(targets, frame_id, capture_ns)
+    if route is None:
+        stream._gap(stream_frame_id, "late")
+        stream.metrics.decodes_skipped += 1
+        return
+    try:
+        slot = int(table.acquire_free(timeout=SLOT_WAIT_S))
+    except TimeoutError:  # files took every slot meanwhile: this frame is lost
+        stream._gap(stream_frame_id, "dropped")
+        return
+    try:
+        height, width = int(grabbed.shape[0]), int(grabbed.shape[1])
+        assert pool.max_frame_shape is not None and pool.frames is not None  # started
+        max_h, max_w, _ = pool.max_frame_shape
+        if height > max_h or width > max_w:
+            raise ValueError(f"frames are {width}x{height}, larger than the pipeline's slots "
+                             f"({max_w}x{max_h}): pass max_frame_shape=(H, W, 3) big enough "
+                             "for every stream")
+        image = pool.frames.image(slot, height, width)
+        grabbed.write_into(image)
+        if grabbed.needs_decode:
+            stream.metrics.frames_decoded += 1
+        stream._publish_slot(pool, stream_frame_id, slot, image, height, width, capture_ns,
+                           frame_id, route)
+    except BaseException as error:
+        _abort_quietly(table, slot)
+        stream._gap(stream_frame_id, "failed")
+        log.warning("stream %s: frame %d failed: %s", redact(stream.name), stream_frame_id,
+                    redact(str(error)))
+
+
 class _Stopped(Exception):
     """The stream was stopped while its reader waited for a slot."""
 
@@ -739,10 +799,6 @@ def _abort_quietly(table: Any, slot: int) -> None:
         table.abort(slot)
     except RingError:
         pass  # published after all: the frame goes on
-
-
-def stream_names(count: int, names: list[str | None]) -> list[str]:
-    return [name if name is not None else f"s{i}" for i, name in zip(range(count), names)]
 
 
 def new_frame_ids(start: int) -> Iterator[int]:

@@ -70,29 +70,59 @@ def worker_main(config: WorkerConfig, events: Any) -> None:
 
 def run_worker(config: WorkerConfig, events: Any) -> None:
     from aip.pipeline.protocol import SlotFrames
-    from aip.ring import ANY_WORKER, Closed, ResultRing, SlotStateError, SlotTable
+    from aip.ring import Closed, ResultRing, SlotTable
 
-    parent = os.getppid()
     table = SlotTable.attach(config.table_name)
     ring = ResultRing.attach(config.ring_name)
     backend = create(config.spec)
     backend.load()
     frames = SlotFrames(table, config.max_frame_shape)
     infer = _Inference(backend, config)
-    batch = infer.batch
-    waiter = BatchWait(config.spec.options.get("max_wait_ms"))
     # One frame (and one full batch) through the whole path before reporting
     # ready: the first call compiles (or loads from cache) the Numba kernels,
     # up to a second or so that must not land on a real frame's latency.
-    infer([np.zeros(config.max_frame_shape, np.uint8)] * batch)
-    record = np.zeros((), result_dtype(config.max_detections))
-    record["worker"] = config.worker_id
-    me = config.worker_id
-    events.put(("ready", me, backend.device))
+    infer([np.zeros(config.max_frame_shape, np.uint8)] * infer.batch)
+    served = _Served(config, events, table, ring, backend)
+    events.put(("ready", config.worker_id, backend.device))
+    try:
+        if getattr(backend, "requests_in_flight", 1) > 1 and infer.batch == 1 and backend.wants_tensor:
+            _serve_in_flight(backend, infer, table, frames, served)
+        else:
+            _serve_batches(infer, table, frames, served, BatchWait(config.spec.options.get("max_wait_ms")))
+    except Closed:
+        return
+    finally:
+        frames.release()
+        backend.close()
+        ring.close()
+        table.close()
 
-    def report(slot: int, header: Any, status: int, detections: Any, start: int,
+
+class _Served:
+    """How a worker answers for each frame it claimed: a result record, or
+    another attempt by another worker."""
+
+    def __init__(self, config: WorkerConfig, events: Any, table: Any, ring: Any, backend: Any) -> None:
+        self.config = config
+        self.events = events
+        self.table = table
+        self.ring = ring
+        self.backend = backend
+        self.me = config.worker_id
+        self.parent = os.getppid()
+        self.record = np.zeros((), result_dtype(config.max_detections))
+        self.record["worker"] = config.worker_id
+
+    def manager_gone(self) -> bool:
+        return os.getppid() != self.parent
+
+    def report(self, slot: int, header: Any, status: int, detections: Any, start: int,
                end: int = 0, size: int = 1) -> None:
-        n = 0 if detections is None else min(len(detections), config.max_detections)
+        """Put the frame's result record, then free its slot (never the other way round)."""
+        from aip.ring import SlotStateError
+
+        record, table = self.record, self.table
+        n = 0 if detections is None else min(len(detections), self.config.max_detections)
         if n:
             record["detections"][:n] = detections[:n]
         info = table.slot_info(slot)
@@ -107,84 +137,80 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
         record["t_infer_end_ns"] = end or time.perf_counter_ns()
         record["batch_size"] = size
         record["n_detections"] = n
-        _put(ring, record.tobytes(), parent)
-        backend.after_result()
+        _put(self.ring, record.tobytes(), self.parent)
+        self.backend.after_result()
         try:
-            table.release(slot, me)
+            table.release(slot, self.me)
         except SlotStateError:
             pass  # reclaimed meanwhile: the manager drops the duplicate
 
-    def failed(slot: int, header: Any) -> bool:
-        """One more attempt on a frame that raised: another worker tries it,
-        unless it has had ``max_attempts``. True when it is given up."""
-        header["attempts"] += 1
-        given_up = int(header["attempts"][0]) >= config.max_attempts
-        events.put(("frame_error", me, (int(header["stream"][0]), int(header["stream_frame_id"][0]),
-                                         given_up, traceback.format_exc())))
-        if not given_up and table.take_from(slot, me):
-            # Back to READY, for any worker: only this slot, not the rest of a batch.
-            table.publish(slot, table.frame_id(slot), ANY_WORKER)
-        return given_up
+    def failed(self, slot: int, header: Any, start: int) -> None:
+        """A frame raised: another worker tries it, unless it has had
+        ``max_attempts``; then it is reported failed."""
+        from aip.ring import ANY_WORKER
 
-    def serve_batches() -> None:
-        """Claim a frame (and, batching, up to a batch more), run them, report each."""
-        while True:
-            try:
-                slots = [table.claim(me, me, timeout=PARENT_CHECK_S)]
-            except TimeoutError:
-                if os.getppid() != parent:
-                    return  # the manager is gone
-                continue
-            except Closed:
+        header["attempts"] += 1
+        given_up = int(header["attempts"][0]) >= self.config.max_attempts
+        self.events.put(("frame_error", self.me, (int(header["stream"][0]), int(header["stream_frame_id"][0]),
+                                                  given_up, traceback.format_exc())))
+        if given_up:
+            self.report(slot, header, RESULT_FAILED, None, start)
+        elif self.table.take_from(slot, self.me):
+            # Back to READY, for any worker: only this slot, not the rest of a batch.
+            self.table.publish(slot, self.table.frame_id(slot), ANY_WORKER)
+
+
+def _serve_batches(infer: _Inference, table: Any, frames: Any, served: _Served, waiter: BatchWait) -> None:
+    """Claim a frame (and, batching, up to a batch more), run them, report each."""
+    from aip.ring import Closed
+
+    me = served.me
+    while True:
+        try:
+            slots = [table.claim(me, me, timeout=PARENT_CHECK_S)]
+        except TimeoutError:
+            if served.manager_gone():
                 return
-            if batch > 1:
-                waiter.arrived(table.slot_info(slots[0])["t_publish_ns"])
-                more = _fill_batch(table, me, batch - 1, waiter.wait_s())
-                for slot in more:
-                    waiter.arrived(table.slot_info(slot)["t_publish_ns"])
-                slots += more
-            start = time.perf_counter_ns()
-            todo = []
-            for slot in slots:
-                header, image = frames.frame(slot)
-                deadline = int(header["deadline_ns"][0])
-                if deadline and start > deadline:
-                    report(slot, header, RESULT_LATE, None, start)
-                else:
-                    todo.append((slot, header, image))
-            if not todo:
-                continue
-            try:
-                results = infer([image for _, _, image in todo])
-            except Exception:  # noqa: BLE001 - which frame? try them one by one
-                results = None
-            if results is not None:
-                end = time.perf_counter_ns()
-                for (slot, header, _), detections in zip(todo, results):
-                    report(slot, header, RESULT_OK, detections, start, end, len(todo))
+            continue
+        except Closed:
+            return
+        if infer.batch > 1:
+            waiter.arrived(table.slot_info(slots[0])["t_publish_ns"])
+            more = _fill_batch(table, me, infer.batch - 1, waiter.wait_s())
+            for slot in more:
+                waiter.arrived(table.slot_info(slot)["t_publish_ns"])
+            slots += more
+        start = time.perf_counter_ns()
+        todo = []
+        for slot in slots:
+            header, image = frames.frame(slot)
+            deadline = int(header["deadline_ns"][0])
+            if deadline and start > deadline:
+                served.report(slot, header, RESULT_LATE, None, start)
             else:
-                for slot, header, image in todo:
-                    try:
-                        [detections] = infer([image])
-                    except Exception:  # noqa: BLE001 - one frame's failure, not the worker's
-                        if failed(slot, header):
-                            report(slot, header, RESULT_FAILED, None, start)
-                        continue
-                    report(slot, header, RESULT_OK, detections, start)
+                todo.append((slot, header, image))
+        if todo:
+            _run_batch(infer, todo, served, start)
             waiter.observe((time.perf_counter_ns() - start) / 1e9)
 
+
+def _run_batch(infer: _Inference, todo: list[tuple[int, Any, np.ndarray]], served: _Served, start: int) -> None:
+    """One inference call for the batch; when it raises, each frame alone
+    (which one failed?), so that one bad frame costs only itself."""
     try:
-        if getattr(backend, "requests_in_flight", 1) > 1 and batch == 1 and backend.wants_tensor:
-            _serve_in_flight(backend, infer, table, frames, me, parent, report, failed)
-        else:
-            serve_batches()
-    except Closed:
+        results = infer([image for _, _, image in todo])
+    except Exception:  # noqa: BLE001 - which frame? try them one by one
+        for slot, header, image in todo:
+            try:
+                [detections] = infer([image])
+            except Exception:  # noqa: BLE001 - one frame's failure, not the worker's
+                served.failed(slot, header, start)
+                continue
+            served.report(slot, header, RESULT_OK, detections, start)
         return
-    finally:
-        frames.release()
-        backend.close()
-        ring.close()
-        table.close()
+    end = time.perf_counter_ns()
+    for (slot, header, _), detections in zip(todo, results):
+        served.report(slot, header, RESULT_OK, detections, start, end, len(todo))
 
 
 # With requests in flight and a free one, how long the worker waits for one
@@ -192,11 +218,11 @@ def run_worker(config: WorkerConfig, events: Any) -> None:
 HARVEST_POLL_S = 0.002
 
 
-def _serve_in_flight(backend: Any, infer: _Inference, table: Any, frames: Any, me: int,
-                     parent: int, report: Any, failed: Any) -> None:
+def _serve_in_flight(backend: Any, infer: _Inference, table: Any, frames: Any, served: _Served) -> None:
     """Keep ``backend.requests_in_flight`` requests busy: claim a frame
     whenever a request is free, report each as soon as its request finishes
     (out of order: the manager puts every stream back in order)."""
+    me, report = served.me, served.report
     count = int(backend.requests_in_flight)
     # One input tensor per request: each stays untouched until its request is done.
     tensors = [np.empty((1, 3, *backend.input_hw), backend.input_dtype) for _ in range(count)]
@@ -207,8 +233,8 @@ def _serve_in_flight(backend: Any, infer: _Inference, table: Any, frames: Any, m
             try:
                 slot = table.claim(me, me, timeout=0 if flying else PARENT_CHECK_S)
             except TimeoutError:
-                if not flying and os.getppid() != parent:
-                    return  # the manager is gone
+                if not flying and served.manager_gone():
+                    return
                 break
             start = time.perf_counter_ns()
             header, image = frames.frame(slot)
@@ -222,8 +248,7 @@ def _serve_in_flight(backend: Any, infer: _Inference, table: Any, frames: Any, m
                 backend.submit(tensors[request], request)
             except Exception:  # noqa: BLE001 - this frame's failure, not the worker's
                 free.append(request)
-                if failed(slot, header):
-                    report(slot, header, RESULT_FAILED, None, start)
+                served.failed(slot, header, start)
                 continue
             flying[request] = (slot, header, params, start)
         if not flying:
@@ -235,8 +260,7 @@ def _serve_in_flight(backend: Any, infer: _Inference, table: Any, frames: Any, m
                 try:
                     raise output
                 except BaseException:  # noqa: BLE001 - re-raised to record its traceback
-                    if failed(slot, header):
-                        report(slot, header, RESULT_FAILED, None, start)
+                    served.failed(slot, header, start)
                 continue
             report(slot, header, RESULT_OK, infer.detections(output, params), start)
 
@@ -330,8 +354,7 @@ class _Inference:
             # A backend that takes raw frames (sim) is called once per batch,
             # with its first frame: one service time for the whole batch.
             self.backend.infer(images[0])
-            empty = np.zeros((0, 6), np.float32)
-            return [empty for _ in images]
+            return [self.backend.frame_detections(image) for image in images]
         tensor = self._tensor[: len(images)]
         params = [self.prepare(image, tensor[i]) for i, image in enumerate(images)]
         raw = self.backend.infer(tensor)

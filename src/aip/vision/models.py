@@ -45,6 +45,7 @@ __all__ = [
     "artifact_path",
     "default_cache_dir",
     "export",
+    "exported_imgsz",
     "load_torch_model",
     "no_auto_install",
     "parse_imgsz",
@@ -299,36 +300,52 @@ def export(
     """
     if fmt not in EXPORT_SUFFIXES:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_SUFFIXES)}")
-    height, width = parse_imgsz(imgsz)
-    for module, extra in (("ultralytics", "ultralytics"), _EXPORT_REQUIREMENTS[fmt]):
-        if importlib.util.find_spec(module) is None:
-            raise ModuleNotFoundError(f"exporting to {fmt} needs {module}: pip install 'aip[{extra}]'", name=module)
+    size = parse_imgsz(imgsz)
+    _check_export_modules(fmt)
     source = model_source if isinstance(model_source, ModelSource) else resolve_model(model_source)
     directory = _export_dir(source, cache_dir)
     if dynamic_batch and fmt != "onnx":
         raise ValueError(f"a dynamic batch is for ONNX exports, not {fmt}")
+    target = directory / _artifact_name(source, fmt, size, half, dynamic_batch)
+    if not target.exists():
+        _export_to(target, source, fmt, size, half, dynamic_batch)
+    return target
+
+
+def _check_export_modules(fmt: ExportFormat) -> None:
+    """Raise ModuleNotFoundError, saying what to install, unless ``fmt``'s exporter can run."""
+    for module, extra in (("ultralytics", "ultralytics"), _EXPORT_REQUIREMENTS[fmt]):
+        if importlib.util.find_spec(module) is None:
+            raise ModuleNotFoundError(f"exporting to {fmt} needs {module}: pip install 'aip[{extra}]'", name=module)
+
+
+def _artifact_name(source: ModelSource, fmt: ExportFormat, imgsz: tuple[int, int], half: bool,
+                   dynamic_batch: bool) -> str:
+    """``<stem>-<hash>-<h>x<w>[-fp16][-nx].<ext>``: one name per model, format, size and precision."""
+    height, width = imgsz
     precision = "-fp16" if half else ""
     batching = "-nx" if dynamic_batch else ""
-    target = directory / (f"{source.name}-{source.digest[:12]}-{height}x{width}{precision}{batching}"
-                          f"{EXPORT_SUFFIXES[fmt]}")
-    if target.exists():
-        return target
-    directory.mkdir(parents=True, exist_ok=True)
+    return f"{source.name}-{source.digest[:12]}-{height}x{width}{precision}{batching}{EXPORT_SUFFIXES[fmt]}"
+
+
+def _export_to(target: Path, source: ModelSource, fmt: ExportFormat, imgsz: tuple[int, int], half: bool,
+               dynamic_batch: bool) -> None:
+    """Export ``source`` and rename the artifact to ``target`` (a concurrent export may win)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     # ultralytics writes its export beside the checkpoint it loaded: export a
     # private copy in a scratch directory, then rename the result into place.
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".aip-export-") as scratch:
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".aip-export-") as scratch:
         weights = Path(scratch) / source.path.name
         shutil.copyfile(source.path, weights)
         if fmt == "coreml":
-            produced = _convert_coreml(weights, (height, width), half)
+            produced = _convert_coreml(weights, imgsz, half)
         else:
-            produced = _run_exporter(weights, fmt, (height, width), half, dynamic_batch)
+            produced = _run_exporter(weights, fmt, imgsz, half, dynamic_batch)
         try:
             os.replace(produced, target)
         except OSError:
             if not target.exists():  # else a concurrent export of the same key won the rename
                 raise
-    return target
 
 
 def artifact_path(
@@ -434,38 +451,10 @@ def _convert_coreml(weights: Path, imgsz: tuple[int, int], half: bool) -> Path:
     - The same graph tweaks ultralytics' exporter makes for Core ML: fused
       scaled-dot-product attention, C2f's split forward.
     """
-    import coremltools
-    import numpy as np
-    import torch
-
     network = _coreml_network(weights)
     names = network.names if isinstance(network.names, dict) else dict(enumerate(network.names))
-    example = torch.zeros((1, 3, *imgsz), dtype=torch.float32)
     precision = "float16" if half else "float32"
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            # torch's deprecation of tracing and the tracer's notes on
-            # shape-dependent Python: nothing for our user to act on.
-            for category in (DeprecationWarning, FutureWarning, UserWarning, torch.jit.TracerWarning):
-                warnings.filterwarnings("ignore", category=category, module=r"(torch|ultralytics|coremltools)\b")
-            # coremltools writes the weights into a TemporaryDirectory it lets
-            # the garbage collector remove (after copying them into the package).
-            warnings.filterwarnings("ignore", category=ResourceWarning, message="Implicitly cleaning up")
-            traced = torch.jit.trace(network, example, strict=False, check_trace=False)
-            model = coremltools.convert(
-                traced,
-                inputs=[coremltools.TensorType(name=COREML_INPUT, shape=example.shape, dtype=np.float32)],
-                outputs=[coremltools.TensorType(name=COREML_OUTPUT, dtype=np.float32)],
-                convert_to="mlprogram",
-                minimum_deployment_target=coremltools.target.macOS13,
-                compute_precision=getattr(coremltools.precision, precision.upper()),
-                skip_model_load=True,  # Linux cannot load it; the backend loads it on the Mac
-            )
-    except Exception as error:
-        raise RuntimeError(
-            f"coremltools {coremltools.__version__} could not convert {weights.name} at {imgsz} "
-            f"(torch {torch.__version__}, numpy {np.__version__}): {error}"
-        ) from error
+    model = _trace_to_mlprogram(network, weights.name, imgsz, precision)
     model.short_description = f"YOLO raw head for aip: {weights.stem}, {imgsz[0]}x{imgsz[1]}, {precision}"
     model.user_defined_metadata.update({
         COREML_PRECISION_KEY: precision,
@@ -476,6 +465,40 @@ def _convert_coreml(weights: Path, imgsz: tuple[int, int], half: bool) -> Path:
     produced = weights.with_suffix(EXPORT_SUFFIXES["coreml"])
     model.save(str(produced))
     return produced
+
+
+def _trace_to_mlprogram(network: torch.nn.Module, name: str, imgsz: tuple[int, int], precision: str) -> Any:
+    """Trace ``network`` on a (1, 3, H, W) float32 input and convert it to an ML Program
+    with ``precision`` compute ("float16" or "float32"); RuntimeError if that fails."""
+    import coremltools
+    import numpy as np
+    import torch
+
+    example = torch.zeros((1, 3, *imgsz), dtype=torch.float32)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # torch's deprecation of tracing and the tracer's notes on
+            # shape-dependent Python: nothing for our user to act on.
+            for category in (DeprecationWarning, FutureWarning, UserWarning, torch.jit.TracerWarning):
+                warnings.filterwarnings("ignore", category=category, module=r"(torch|ultralytics|coremltools)\b")
+            # coremltools writes the weights into a TemporaryDirectory it lets
+            # the garbage collector remove (after copying them into the package).
+            warnings.filterwarnings("ignore", category=ResourceWarning, message="Implicitly cleaning up")
+            traced = torch.jit.trace(network, example, strict=False, check_trace=False)
+            return coremltools.convert(
+                traced,
+                inputs=[coremltools.TensorType(name=COREML_INPUT, shape=example.shape, dtype=np.float32)],
+                outputs=[coremltools.TensorType(name=COREML_OUTPUT, dtype=np.float32)],
+                convert_to="mlprogram",
+                minimum_deployment_target=coremltools.target.macOS13,
+                compute_precision=getattr(coremltools.precision, precision.upper()),
+                skip_model_load=True,  # Linux cannot load it; the backend loads it on the Mac
+            )
+    except Exception as error:
+        raise RuntimeError(
+            f"coremltools {coremltools.__version__} could not convert {name} at {imgsz} "
+            f"(torch {torch.__version__}, numpy {np.__version__}): {error}"
+        ) from error
 
 
 def _coreml_network(weights: Path) -> torch.nn.Module:
@@ -519,3 +542,43 @@ def load_torch_model(
         parameter.requires_grad_(False)
     model: torch.nn.Module = network.to(device)
     return model
+
+
+def exported_imgsz(path: str | Path) -> tuple[int, int] | None:
+    """The input ``(height, width)`` an exported model takes, read from the file.
+
+    An ``.onnx`` says it in its input's shape (or, exported with a free
+    shape, in the ``imgsz`` metadata ultralytics writes); an ``.mlpackage``
+    in the ``aip.imgsz`` metadata aip writes. None for anything else, or a
+    file that names no size (or cannot be read: its backend says why).
+    """
+    model = Path(path).expanduser()
+    try:
+        if model.suffix.lower() == ".onnx":
+            return _onnx_imgsz(model)
+        if model.suffix.lower() == EXPORT_SUFFIXES["coreml"]:
+            import coremltools
+
+            spec = coremltools.utils.load_spec(str(model))
+            return _imgsz_text(dict(spec.description.metadata.userDefined).get("aip.imgsz"))
+    except Exception:  # noqa: BLE001 - not readable here (no onnx, a broken file): the caller's default
+        return None
+    return None
+
+
+def _onnx_imgsz(model: Path) -> tuple[int, int] | None:
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False)
+    sides = graph.graph.input[0].type.tensor_type.shape.dim[2:]
+    if len(sides) == 2 and all(side.HasField("dim_value") for side in sides):
+        return (int(sides[0].dim_value), int(sides[1].dim_value))
+    return _imgsz_text({prop.key: prop.value for prop in graph.metadata_props}.get("imgsz"))
+
+
+def _imgsz_text(text: str | None) -> tuple[int, int] | None:
+    """``"[480, 640]"`` (as ultralytics and aip write it) -> ``(480, 640)``."""
+    if text is None:
+        return None
+    sides = json.loads(text)
+    return (int(sides[0]), int(sides[1])) if isinstance(sides, list) and len(sides) == 2 else None

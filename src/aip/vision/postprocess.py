@@ -139,6 +139,18 @@ def non_max_suppression(
     """
     if not (0.0 <= conf_thres <= 1.0 and 0.0 <= iou_thres <= 1.0):
         raise ValueError(f"conf_thres and iou_thres must lie in [0, 1], got {conf_thres} and {iou_thres}")
+    candidates = _ranked_candidates(_head_output(prediction), conf_thres, classes, max_nms)
+    if candidates is None:
+        return _EMPTY.copy()
+    xywh, scores, labels, order = candidates
+    detections = _xyxy_detections(xywh, scores, labels)
+    offsets = detections[:, 5:6] * np.float32(0 if agnostic else max_wh)
+    keep: np.ndarray = _greedy_nms(detections[:, :4] + offsets, order, float(iou_thres))
+    return np.take(detections, keep[:max_det], axis=0)
+
+
+def _head_output(prediction: np.ndarray) -> np.ndarray:
+    """The head output as a float32 ``(4 + nc, N)`` array; a batch of more than one is refused."""
     head = np.asarray(prediction, dtype=np.float32)
     if head.ndim == 3:
         if head.shape[0] != 1:
@@ -146,11 +158,21 @@ def non_max_suppression(
         head = head[0]
     if head.ndim != 2 or head.shape[0] < 5:
         raise ValueError(f"expected a (1, 4 + nc, N) head output, got {np.shape(prediction)}")
+    return head
 
+
+def _ranked_candidates(
+    head: np.ndarray, conf_thres: float, classes: Sequence[int] | None, max_nms: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The anchors whose best class clears ``conf_thres`` (and is wanted), at most ``max_nms``.
+
+    Returns ``(xywh, scores, labels, order)``, ``order`` ranking them by
+    descending score (stable), or None when no anchor clears the threshold.
+    """
     best_scores, best_labels = _best_class(np.ascontiguousarray(head[4:]))
     candidates = np.flatnonzero(best_scores > conf_thres)
     if candidates.size == 0:
-        return _EMPTY.copy()
+        return None
     scores, labels = best_scores[candidates], best_labels[candidates]
     xywh = head[:4, candidates].T
     if classes is not None:
@@ -164,16 +186,18 @@ def non_max_suppression(
         order = order[:max_nms]
         xywh, scores, labels = xywh[order], scores[order], labels[order]
         order = np.arange(order.size)
+    return xywh, scores, labels, order
 
+
+def _xyxy_detections(xywh: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``(K, 6)`` float32 rows ``[x1, y1, x2, y2, score, class]`` from centre boxes."""
     detections = np.empty((scores.size, 6), dtype=np.float32)
     half_wh = xywh[:, 2:] / np.float32(2)
     detections[:, :2] = xywh[:, :2] - half_wh
     detections[:, 2:4] = xywh[:, :2] + half_wh
     detections[:, 4] = scores
     detections[:, 5] = labels
-    offsets = detections[:, 5:6] * np.float32(0 if agnostic else max_wh)
-    keep: np.ndarray = _greedy_nms(detections[:, :4] + offsets, order, float(iou_thres))
-    return np.take(detections, keep[:max_det], axis=0)
+    return detections
 
 
 def scale_boxes_to_frame(

@@ -197,7 +197,7 @@ def test_apple_backends_say_they_need_macos(name: str, message: str) -> None:
 
 
 def test_cuda_backend_is_available_exactly_where_torch_sees_a_gpu() -> None:
-    """Runs everywhere: where torch sees a GPU the backend is available (tests/unit/test_cuda.py
+    """Runs everywhere: where torch sees a GPU the backend is available (tests/integration/test_cuda.py
     then runs it); elsewhere it says what it needs."""
     if torch.cuda.is_available():
         check_available(BackendSpec("cuda"))
