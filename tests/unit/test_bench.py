@@ -347,7 +347,7 @@ def test_decode_and_memory_figures(tmp_path: Path) -> None:
 def test_streams_scenario_and_count_arguments() -> None:
     from aip.bench.streams import SCENARIOS, parse_counts, parse_scenarios
 
-    assert SCENARIOS == ("sim", "real-under", "real-over", "ultralytics")  # the sweep is not default
+    assert SCENARIOS == ("sim", "sim-tracked", "real-under", "real-over", "ultralytics")  # the sweep is not default
     assert parse_scenarios("sweep") == ["cameras", "cameras-ultralytics", "capacity"]
     assert parse_scenarios("sim, cameras,,sweep") == ["sim", "cameras", "cameras-ultralytics",
                                                        "capacity"]
