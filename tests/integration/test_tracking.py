@@ -219,3 +219,50 @@ def _scrape(pipeline: Any) -> str:
     registry = CollectorRegistry()
     registry.register(PipelineCollector(pipeline))
     return generate_latest(registry).decode()
+
+
+def _line_run(track_in_processes: bool, count: int = 60) -> list[FrameResult]:
+    from aip.pipeline import Pipeline
+    from aip.track import Line
+
+    frames = [np.zeros((128, 128, 3), np.uint8)] * count
+    with Pipeline([BackendSpec("sim", {"latency_s": 0.0, "boxes": 4})],
+                  track_in_processes=track_in_processes) as pipeline:
+        # One stream: the sim's drift follows its own frame count, the same in both runs.
+        pipeline.add_stream(iter(frames), name="a", lines=[Line("door", (31.5, 0.0), (31.5, 480.0))])
+        return [r for r in pipeline.run() if isinstance(r, FrameResult)]
+
+
+def test_tracking_processes_give_what_the_manager_would() -> None:
+    """Off the manager's loop (the default) or on it: the same ids and events, in order."""
+    remote, local = _line_run(True), _line_run(False)
+    key = lambda r: (r.stream, r.frame_id)  # noqa: E731
+    assert [key(r) for r in remote] == [("a", i) for i in range(60)]
+    assert sum(len(r.events) for r in remote) > 0
+    for mine, theirs in zip(sorted(remote, key=key), sorted(local, key=key)):
+        assert key(mine) == key(theirs)
+        assert mine.track_ids.tolist() == theirs.track_ids.tolist()
+        np.testing.assert_array_equal(mine.detections, theirs.detections)
+        assert [e.to_dict() | {"timestamp": 0} for e in mine.events] == \
+            [e.to_dict() | {"timestamp": 0} for e in theirs.events]
+
+
+def test_a_dead_tracking_process_is_a_clear_error() -> None:
+    import os
+    import signal
+
+    from aip.pipeline import Pipeline
+    from aip.pipeline.tracking import TrackingError
+
+    def endless() -> Any:
+        while True:
+            yield np.zeros((64, 64, 3), np.uint8)
+
+    with Pipeline([BackendSpec("sim", {"latency_s": 0.005, "boxes": 2})], track="bytetrack.yaml") as pipeline:
+        pipeline.add_stream(endless(), name="cam")
+        with pytest.raises(TrackingError, match="tracking process died"):
+            for index, _ in enumerate(pipeline.run()):
+                if index == 20:
+                    assert pipeline.tracking is not None
+                    for remote in pipeline.tracking._remotes:
+                        os.kill(remote.process.pid, signal.SIGKILL)

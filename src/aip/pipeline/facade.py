@@ -21,7 +21,7 @@ from aip.pipeline.metrics import Metrics
 from aip.pipeline.admission import Admission
 from aip.pipeline.calibration import CalibrationPlan, calibrate_pool, worker_names
 from aip.pipeline.protocol import check_frame_shape
-from aip.pipeline.loop import RunLoop
+from aip.pipeline.loop import IDLE_WAIT_S, RunLoop
 from aip.pipeline.status import snapshot
 from aip.pipeline.targets import Targets
 from aip.pipeline.tracking import DEFAULT_TRACKER, Tracking, tracker_config
@@ -114,6 +114,8 @@ class Pipeline:
     frame order: results then carry ``track_ids``, and the events of the
     stream's ``zones`` and ``lines`` (``add_stream``; they imply tracking).
     ``class_names`` (the model's) name the classes in results and events.
+    Trackers run in tracking processes (one per 8 tracked streams), off the
+    manager's loop; ``track_in_processes=False`` runs them in this one.
     """
 
     def __init__(
@@ -144,6 +146,7 @@ class Pipeline:
         on_event: Callable[[StreamEvent], None] | None = None,
         track: str | None = None,
         class_names: Sequence[str] | None = None,
+        track_in_processes: bool = True,
     ) -> None:
         _check_arguments(backends, mode, weights, on_full, target_fps)
         if track is not None:
@@ -153,6 +156,7 @@ class Pipeline:
                                       latency_budget_ms=latency_budget_ms, track=track)
         self.class_names = tuple(class_names) if class_names is not None else None
         self.tracking: Tracking | None = None  # of the current or last run
+        self.track_in_processes = track_in_processes
         for spec in backends:
             check_available(spec)  # BackendUnavailable, with the reason, before anything starts
         self.labels = _unique_labels(backends)
@@ -399,11 +403,15 @@ class Pipeline:
         admission: Admission | None = None
         cpu_start = time.process_time()
         complete = False
+        tracking: Tracking | None = None
         try:
-            loop, admission = self._start_run(streams, metrics, until_stopped)
             # Every stream's results, in order, through its tracker (a dict look-up for the rest).
-            self.tracking = Tracking(self._options_of, self.class_names)
-            yield from self.tracking.apply(loop.results())
+            tracking = self.tracking = Tracking(self._options_of, self.class_names,
+                                                processes=self.track_in_processes)
+            tracking.prepare([stream.name for stream in streams])
+            loop, admission = self._start_run(streams, metrics, until_stopped)
+            loop.idle_wait = functools.partial(tracking.idle_wait_s, IDLE_WAIT_S)
+            yield from tracking.apply(loop.results_and_ticks())
             complete = True
         finally:
             with self._lock:
@@ -417,6 +425,8 @@ class Pipeline:
             if admission is not None:
                 admission.stop()
                 metrics.decode_cpu_s = admission.decode_cpu_s
+            if tracking is not None:
+                tracking.close()  # its processes, if the run ended before its stage did
             _account(metrics, list(self._streams.values()), loop)
             metrics.manager_cpu_s = time.process_time() - cpu_start
         failures = [s.failure for s in self._streams.values() if s.failure is not None]

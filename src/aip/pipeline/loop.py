@@ -76,11 +76,20 @@ class RunLoop:
         self.admission = admission  # live streams' frames wait there for room in the slots
         self.start_ns = time.perf_counter_ns()
         self._next_health = 0.0
+        # How long an idle pass waits for results: a stage after the loop that
+        # awaits replies of its own (tracking) shortens it while they are due.
+        self.idle_wait: Callable[[], float] = lambda: IDLE_WAIT_S
 
     # ---- one pass ------------------------------------------------------------------
 
     def results(self) -> Iterator[FrameResult | Gap]:
         """Ordered results of every stream until each stream is complete."""
+        return (item for item in self.results_and_ticks() if item is not None)
+
+    def results_and_ticks(self) -> Iterator[FrameResult | Gap | None]:
+        """:meth:`results`, and ``None`` after each pass that waited for results
+        and released none: a stage after this loop (tracking) then takes what
+        it was waiting for, without a loop of its own."""
         while True:
             self.take_gaps()
             self.collect(0)
@@ -93,9 +102,14 @@ class RunLoop:
                 yield from self.release()
                 if self.done():
                     return
-            self.collect(IDLE_WAIT_S)
+            self.collect(self.idle_wait())
             self.take_gaps()
-            yield from self.release()
+            released = False
+            for item in self.release():
+                released = True
+                yield item
+            if not released:
+                yield None
 
     def done(self) -> bool:
         if self.stop_when():

@@ -1,35 +1,62 @@
 """The run's last stage: each stream's tracker, zones and lines, on results in order.
 
-    ordered results (per stream, gaps in place)
-        -> StreamTracker.update / .skip      track ids (aip.track.tracker)
-        -> RegionCounter.update / .skip      counts, enter/exit/cross events
-        -> the result, with track_ids and events, to the caller and the sinks
+    RunLoop.results(ticks)  ordered results per stream, gaps in place
+        │
+        ├─ untracked stream ──────────────────────────────────────────┐
+        ├─ tracker reads pixels (BoT-SORT's GMC): here, in this process ┤
+        └─ the rest: a tracking process (one per TRACKED_PER_PROCESS    │
+           streams), over a pipe: detections out, ids and events back   │
+                                                                        v
+            each stream's FIFO: a result leaves once its ids are back, in order
 
-It runs on the manager's loop, in the caller's thread: the results are in
-order there already, and a stream's tracker needs exactly that order. Its
-cost per frame is measured by ``python -m aip.bench streams`` (the tracking
-row): a ByteTrack update of a few dozen boxes is tens of microseconds.
+Why processes: ultralytics' ByteTrack costs about a millisecond a frame in
+Python (a Kalman update and a linear solve per track), so 16 tracked
+cameras at 30 FPS would take half of the manager's core, which also has to
+collect, reorder and admit every frame. A message each way costs tens of
+microseconds. A stream always goes to the same process, whose pipe keeps
+its order; a frame of a stream never overtakes another of that stream.
+Tracking processes exit with the run (or with the manager: their pipe
+closes); one that dies fails the run with a :class:`TrackingError`.
 """
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing as mp
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from aip.errors import AipError
 from aip.results import FrameResult, Gap
 from aip.pipeline.streams import StreamOptions
-from aip.track.tracker import StreamTracker, TrackerConfig, load_tracker_config
-from aip.track.zones import RegionCounter
+from aip.track.service import TrackedStream, serve
+from aip.track.tracker import TrackerConfig, load_tracker_config
 
-__all__ = ["DEFAULT_TRACKER", "Tracking", "tracker_config"]
+__all__ = ["DEFAULT_TRACKER", "Tracking", "TrackingError", "tracker_config", "wants_tracking"]
 
 # Zones and lines need track ids: a stream that has them and names no tracker gets this one.
 DEFAULT_TRACKER = "bytetrack.yaml"
+# Tracked streams per tracking process: 8 cameras at 30 FPS of ~1 ms updates
+# keep a process about a quarter busy; fewer processes would queue, more
+# would only add processes on a machine whose cores run the inference too.
+TRACKED_PER_PROCESS = 8
+# While replies are due, an idle pass of the run loop waits this long for
+# results before it looks for them: about what tracking adds to a result's
+# latency when nothing else arrives; the passes cost ~1 % of a core meanwhile.
+REPLY_WAIT_S = 0.002
+# A tracking process that gives no reply in this long has failed (it imports
+# ultralytics first: seconds on a loaded machine).
+START_TIMEOUT_S = 120.0
 
 _CONFIGS: dict[str, TrackerConfig] = {}  # a config is read once per process, not once per stream
 _CONFIGS_LOCK = threading.Lock()
+
+
+class TrackingError(AipError, RuntimeError):
+    """A tracking process died; the run cannot give the ids of its streams."""
 
 
 def tracker_config(spec: str) -> TrackerConfig:
@@ -44,12 +71,26 @@ def wants_tracking(options: StreamOptions) -> bool:
     return options.track is not None or bool(options.zones) or bool(options.lines)
 
 
-class _StreamState:
-    def __init__(self, name: str, options: StreamOptions) -> None:
-        self.tracker = StreamTracker(tracker_config(options.track or DEFAULT_TRACKER))
-        self.regions = (RegionCounter(name, options.zones, options.lines)
-                        if options.zones or options.lines else None)
-        self.pending: list[Any] = []  # events of gaps, handed out with the next result
+class _Remote:
+    """A tracking process and the entries whose replies it owes, in order."""
+
+    def __init__(self, index: int) -> None:
+        context = mp.get_context("spawn")
+        conn, child = context.Pipe()
+        self.conn: Connection = conn
+        self.process = context.Process(target=serve, args=(child,), name=f"aip-tracking-{index}",
+                                       daemon=True)
+        self.process.start()
+        child.close()
+        self.owed: deque[tuple[str, list[Any]]] = deque()
+        self.streams = 0
+
+    def close(self) -> None:
+        self.conn.close()  # the process's recv ends: it exits
+        self.process.join(timeout=2.0)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=2.0)
 
 
 class Tracking:
@@ -57,62 +98,177 @@ class Tracking:
 
     ``options_of(name)`` gives a stream's options (None: not a stream of
     this run); a name that comes back after :meth:`forget` starts afresh.
+    ``processes=False`` keeps every tracker in this process.
     """
 
     def __init__(self, options_of: Callable[[str], StreamOptions | None],
-                 class_names: Sequence[str] | None = None) -> None:
+                 class_names: Sequence[str] | None = None, *, processes: bool = True) -> None:
         self.options_of = options_of
         self.class_names = tuple(class_names) if class_names is not None else None
-        self._streams: dict[str, _StreamState | None] = {}  # None: the stream does not track
+        self.use_processes = processes
+        # name -> None (untracked), a TrackedStream (here) or a _Remote (a process)
+        self._routes: dict[str, TrackedStream | _Remote | None] = {}
+        self._queues: dict[str, deque[list[Any]]] = {}  # entries [item, ready]
+        self._dirty: set[str] = set()  # streams whose queue head may be ready
+        self._remotes: list[_Remote] = []
+        self._owed = 0
+        self._counts: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()  # counts() is read from the metrics and web threads
         # perf_counter_ns -> UNIX time for events: one offset (both clocks tick alike over a run).
         self._unix_offset_s = time.time() - time.perf_counter_ns() / 1e9
 
-    def apply(self, results: Iterator[FrameResult | Gap]) -> Iterator[FrameResult | Gap]:
-        """``results``, tracked where their stream tracks; class names on every result."""
-        for item in results:
-            yield self.step(item)
+    # ---- the stage ----------------------------------------------------------------------
 
-    def step(self, item: FrameResult | Gap) -> FrameResult | Gap:
-        state = self._state(item.stream)
-        if isinstance(item, Gap):
-            if state is not None:
-                state.tracker.skip()
-                if state.regions is not None:
-                    with self._lock:
-                        state.pending += state.regions.skip(item.frame_id)
-            return item
-        if state is None:
-            return dataclasses.replace(item, class_names=self.class_names) if self.class_names else item
-        tracked = state.tracker.update(dataclasses.replace(item, class_names=self.class_names))
-        if state.regions is None:
-            return tracked
-        assert tracked.track_ids is not None
-        with self._lock:
-            events = state.pending + state.regions.update(
-                tracked.frame_id, tracked.t_capture_ns, self._unix_offset_s + tracked.t_capture_ns / 1e9,
-                tracked.detections[:, :4], tracked.track_ids, tracked.detections[:, 5].astype(int),
-                self.class_names)
-            state.pending = []
-        return dataclasses.replace(tracked, events=tuple(events)) if events else tracked
+    def apply(self, items: Iterator[FrameResult | Gap | None]) -> Iterator[FrameResult | Gap]:
+        """``items`` (``None``: an idle pass of the run loop), tracked where
+        their stream tracks, in order per stream; class names on every result."""
+        try:
+            for item in items:
+                if item is None:
+                    if self._owed:
+                        self._receive(0.0)
+                else:
+                    self._submit(item)
+                    if self._owed:
+                        self._receive(0.0)
+                yield from self._ready()
+            waited_since = time.monotonic()
+            while self._owed:  # the run is over: the replies still owed
+                owed = self._owed
+                self._receive(1.0)
+                yield from self._ready()
+                if self._owed < owed:
+                    waited_since = time.monotonic()
+                elif time.monotonic() - waited_since > START_TIMEOUT_S:
+                    raise TrackingError(f"no tracking reply in {START_TIMEOUT_S:g} s: a tracking "
+                                        "process is stuck")
+        finally:
+            self.close()
+
+    def prepare(self, names: Sequence[str]) -> None:
+        """Make the trackers of the run's first streams now, before frames
+        flow: a tracking process starts in seconds (it imports ultralytics),
+        which would otherwise fall on the first frames."""
+        for name in names:
+            self._route(name)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for remote in self._remotes:
+            remote.conn.send(("ping", None))
+            while not remote.conn.poll(0.1):
+                if not remote.process.is_alive():
+                    raise TrackingError(f"a tracking process exited at start (exit code "
+                                        f"{remote.process.exitcode})")
+                if time.monotonic() > deadline:
+                    raise TrackingError(f"a tracking process did not start in {START_TIMEOUT_S:g} s")
+            remote.conn.recv()
+
+    def idle_wait_s(self, otherwise: float) -> float:
+        """How long the run loop's idle pass may wait: short while replies are due."""
+        return REPLY_WAIT_S if self._owed else otherwise
 
     def forget(self, name: str) -> None:
         """A stream removed: a new stream of that name starts with new tracks."""
+        route = self._routes.pop(name, None)
         with self._lock:
-            self._streams.pop(name, None)
+            self._counts.pop(name, None)
+        if isinstance(route, _Remote):
+            route.conn.send(("forget", name))
 
     def counts(self) -> dict[str, dict[str, Any]]:
-        """Each stream's zone and line counts (:meth:`RegionCounter.counts`)."""
+        """Each stream's zone and line counts (:meth:`aip.track.RegionCounter.counts`)."""
         with self._lock:
-            return {name: state.regions.counts() for name, state in list(self._streams.items())
-                    if state is not None and state.regions is not None}
+            found = dict(self._counts)
+        for name, route in list(self._routes.items()):
+            if isinstance(route, TrackedStream) and route.regions is not None:
+                found[name] = route.regions.counts()
+        return found
 
-    def _state(self, name: str) -> _StreamState | None:
-        if name in self._streams:
-            return self._streams[name]
+    def close(self) -> None:
+        for remote in self._remotes:
+            remote.close()
+        self._remotes = []
+
+    # ---- inside ------------------------------------------------------------------------
+
+    def _submit(self, item: FrameResult | Gap) -> None:
+        name = item.stream
+        route = self._route(name)
+        entry: list[Any] = [item, True]
+        if isinstance(item, FrameResult) and self.class_names is not None:
+            entry[0] = item = dataclasses.replace(item, class_names=self.class_names)
+        if isinstance(route, TrackedStream):
+            if isinstance(item, Gap):
+                route.skip(item.frame_id)
+            else:
+                entry[0] = route.update(item, self._unix_offset_s + item.t_capture_ns / 1e9)
+        elif isinstance(route, _Remote):
+            if isinstance(item, Gap):
+                route.conn.send(("gap", name, item.frame_id))
+            else:
+                route.conn.send(("frame", name, item.frame_id, item.t_capture_ns,
+                                 self._unix_offset_s + item.t_capture_ns / 1e9, item.detections))
+                entry[1] = False
+                route.owed.append((name, entry))
+                self._owed += 1
+        self._queues.setdefault(name, deque()).append(entry)
+        self._dirty.add(name)
+
+    def _route(self, name: str) -> TrackedStream | _Remote | None:
+        if name in self._routes:
+            return self._routes[name]
         options = self.options_of(name)
-        state = _StreamState(name, options) if options is not None and wants_tracking(options) else None
-        with self._lock:
-            self._streams[name] = state
-        return state
+        route: TrackedStream | _Remote | None = None
+        if options is not None and wants_tracking(options):
+            config = tracker_config(options.track or DEFAULT_TRACKER)
+            if config.reads_frames or not self.use_processes:  # pixels stay here
+                route = TrackedStream(name, config, options.zones, options.lines, self.class_names)
+            else:
+                route = self._remote_for_new_stream()
+                route.conn.send(("open", name, config, options.zones, options.lines, self.class_names))
+        self._routes[name] = route
+        return route
+
+    def _remote_for_new_stream(self) -> _Remote:
+        fewest = min(self._remotes, key=lambda r: r.streams, default=None)
+        if fewest is None or fewest.streams >= TRACKED_PER_PROCESS:
+            fewest = _Remote(len(self._remotes))
+            self._remotes.append(fewest)
+        fewest.streams += 1
+        return fewest
+
+    def _receive(self, timeout: float) -> None:
+        """Take the replies that are there (waiting up to ``timeout`` for the first)."""
+        waiting = [remote for remote in self._remotes if remote.owed]
+        by_conn = {remote.conn: remote for remote in waiting}
+        for ready in wait(list(by_conn), timeout):
+            remote = by_conn[ready]  # type: ignore[index]  # wait() gives back what it was given
+            try:
+                while remote.owed and remote.conn.poll():
+                    self._take_reply(remote, remote.conn.recv())
+            except (EOFError, OSError):
+                raise TrackingError(
+                    f"a tracking process died (exit code {remote.process.exitcode}); the ids of "
+                    f"its streams are lost: run again, or track in the manager") from None
+        for remote in waiting:  # a process that died with replies owed, and no EOF seen yet
+            if remote.owed and not remote.process.is_alive() and not remote.conn.poll():
+                raise TrackingError(f"a tracking process died (exit code {remote.process.exitcode})")
+
+    def _take_reply(self, remote: _Remote, reply: tuple[Any, ...]) -> None:
+        name, entry = remote.owed.popleft()
+        _, detections, track_ids, events, counts = reply
+        entry[0] = dataclasses.replace(entry[0], detections=detections, track_ids=track_ids, events=events)
+        entry[1] = True
+        self._owed -= 1
+        self._dirty.add(name)
+        if counts is not None:
+            with self._lock:
+                self._counts[name] = counts
+
+    def _ready(self) -> Iterator[FrameResult | Gap]:
+        """Every stream's results that are ready, up to its first that is not."""
+        while self._dirty:
+            name = self._dirty.pop()
+            queue = self._queues.get(name)
+            while queue and queue[0][1]:
+                yield queue.popleft()[0]
 
