@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aip.backends.base import (
-    REGISTRY,
     BackendSpec,
     BackendUnavailable,
     available_backends,

@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 import math
 from abc import ABC, abstractmethod
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -146,6 +148,20 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Free the runtime's resources."""
+
+
+class ExportedModelBackend(Backend):
+    """A backend whose workers load a file made once from the model in the
+    manager: an ONNX export, a Core ML package, an OpenVINO IR."""
+
+    @classmethod
+    def prepare(cls, spec: BackendSpec) -> BackendSpec:
+        """Export once in the manager, so that every worker only loads the file."""
+        return dataclasses.replace(spec, options={**spec.options, "model": str(cls(spec)._artifact())})
+
+    @abstractmethod
+    def _artifact(self) -> Path:
+        """The exported file of this spec (made on first call, cached after)."""
 
 
 def usable_cores() -> int:

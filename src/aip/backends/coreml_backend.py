@@ -32,7 +32,6 @@ no conversion by coremltools.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import logging
 import sys
@@ -43,7 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from aip.backends.base import Backend, BackendSpec, BackendUnavailable
+from aip.backends.base import BackendSpec, BackendUnavailable, ExportedModelBackend
 from aip.vision.models import COREML_PRECISION_KEY, DEFAULT_MODEL, artifact_path, parse_imgsz
 
 log = logging.getLogger(__name__)
@@ -130,7 +129,7 @@ class ModelIO:
         return {self.input_name: Image.fromarray(rgb)}
 
 
-class CoreMLBackend(Backend):
+class CoreMLBackend(ExportedModelBackend):
     """YOLO on Core ML (Neural Engine + CPU)."""
 
     def __init__(self, spec: BackendSpec) -> None:
@@ -173,12 +172,6 @@ class CoreMLBackend(Backend):
                 f"the coreml backend was given {model.name}, and converting it needs ultralytics: "
                 "pip install 'aip[ultralytics]', or pass an exported .mlpackage"
             )
-
-    @classmethod
-    def prepare(cls, spec: BackendSpec) -> BackendSpec:
-        """Convert once in the manager, so that workers only load the .mlpackage."""
-        path = cls(spec)._artifact()
-        return dataclasses.replace(spec, options={**spec.options, "model": str(path)})
 
     def _artifact(self) -> Path:
         options = self.spec.options

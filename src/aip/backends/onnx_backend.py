@@ -29,7 +29,6 @@ Options (all optional):
 
 from __future__ import annotations
 
-import dataclasses
 
 import importlib.util
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from aip.backends.base import Backend, BackendSpec, BackendUnavailable
+from aip.backends.base import BackendSpec, BackendUnavailable, ExportedModelBackend
 from aip.vision.models import DEFAULT_MODEL, artifact_path, parse_imgsz
 
 WARMUP_RUNS = 3  # the first runs allocate the arena and pick kernels
@@ -56,7 +55,7 @@ _INPUT_DTYPES: dict[str, np.dtype[Any]] = {
 }
 
 
-class OnnxBackend(Backend):
+class OnnxBackend(ExportedModelBackend):
     """YOLO on ONNX Runtime, one session per worker."""
 
     def __init__(self, spec: BackendSpec) -> None:
@@ -110,12 +109,6 @@ class OnnxBackend(Backend):
                     f"onnx:provider={options['provider']} needs ONNX Runtime's {provider}, which this "
                     f"onnxruntime lacks (it has {', '.join(available)})"
                 )
-
-    @classmethod
-    def prepare(cls, spec: BackendSpec) -> BackendSpec:
-        """Export once in the manager, so that workers only load the .onnx."""
-        path = cls(spec)._artifact()
-        return dataclasses.replace(spec, options={**spec.options, "model": str(path)})
 
     def _artifact(self) -> Path:
         options = self.spec.options

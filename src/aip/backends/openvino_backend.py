@@ -22,7 +22,6 @@ Options (all optional):
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import queue
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from aip.backends.base import Backend, BackendSpec, BackendUnavailable
+from aip.backends.base import BackendSpec, BackendUnavailable, ExportedModelBackend
 from aip.vision.models import DEFAULT_MODEL, artifact_path, parse_imgsz
 
 WARMUP_RUNS = 3  # the first runs allocate and pick kernels
@@ -66,7 +65,7 @@ def convert(onnx: Path) -> Path:
     return xml
 
 
-class OpenVinoBackend(Backend):
+class OpenVinoBackend(ExportedModelBackend):
     """YOLO on OpenVINO, one compiled model per worker."""
 
     def __init__(self, spec: BackendSpec) -> None:
@@ -114,11 +113,6 @@ class OpenVinoBackend(Backend):
             raise BackendUnavailable(f"the openvino backend was given {model.name}, and exporting it "
                                      "needs ultralytics and onnx: pip install 'aip[ultralytics,onnx]', "
                                      "or pass an .xml or .onnx")
-
-    @classmethod
-    def prepare(cls, spec: BackendSpec) -> BackendSpec:
-        """Export and convert once in the manager, so that workers only load the IR."""
-        return dataclasses.replace(spec, options={**spec.options, "model": str(cls(spec)._artifact())})
 
     def _artifact(self) -> Path:
         options = self.spec.options
