@@ -43,6 +43,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from aip.io.credentials import redact
+from aip.io.sinks import event_records, result_record
 from aip.results import FrameResult, Gap
 
 if TYPE_CHECKING:
@@ -375,39 +376,6 @@ def _dumps(record: Any) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode("utf-8")
 
 
-def _event_records(result: FrameResult) -> list[dict[str, Any]]:
-    records = []
-    for event in result.events:
-        record = event.to_dict()
-        record["stream"] = redact(event.stream)
-        records.append(record)
-    return records
-
-
-def _frame_record(result: FrameResult | Gap) -> dict[str, Any]:
-    """The JSON Lines record of a result or gap (:class:`aip.io.sinks.JsonLinesSink`),
-    plus ``track_ids`` when tracking is on; ``names`` from the result's class names."""
-    if isinstance(result, Gap):
-        return {"stream": redact(result.stream), "frame_id": result.frame_id, "dropped": result.reason}
-    detections = result.detections.tolist()
-    for row in detections:
-        row[5] = int(row[5])
-    record: dict[str, Any] = {
-        "stream": redact(result.stream),
-        "frame_id": result.frame_id,
-        "backend": result.backend,
-        "worker": result.worker,
-        "latency_ms": round(result.end_to_end_ms, 3),
-        "inference_ms": round(result.inference_ms, 3),
-        "detections": detections,
-    }
-    if result.class_names is not None:
-        record["names"] = [result.class_name(row[5]) for row in detections]
-    if result.track_ids is not None:
-        record["track_ids"] = [int(track_id) for track_id in result.track_ids.tolist()]
-    return record
-
-
 # ---- MQTT ------------------------------------------------------------------------------------
 
 _TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -537,10 +505,10 @@ class MqttSink(QueuedDelivery[_MqttMessage]):
         messages = []
         if isinstance(result, FrameResult) and result.events:
             topic = f"{self.topic_prefix}/{topic_level(result.stream)}/events"
-            messages = [_MqttMessage(topic, _dumps(record)) for record in _event_records(result)]
+            messages = [_MqttMessage(topic, _dumps(record)) for record in event_records(result)]
         if self.detections:
             topic = f"{self.topic_prefix}/{topic_level(result.stream)}/detections"
-            messages.append(_MqttMessage(topic, _dumps(_frame_record(result))))
+            messages.append(_MqttMessage(topic, _dumps(result_record(result, events=False))))
         return messages
 
     def _deliver(self, message: _MqttMessage) -> None:
@@ -737,9 +705,9 @@ class WebhookSink(QueuedDelivery[_WebhookMessage]):
     def _encode(self, result: FrameResult | Gap) -> list[_WebhookMessage]:
         messages = []
         if isinstance(result, FrameResult) and result.events:
-            messages.append(_WebhookMessage("events", _dumps(_event_records(result))))
+            messages.append(_WebhookMessage("events", _dumps(event_records(result))))
         if self.detections:
-            messages.append(_WebhookMessage("detections", _dumps(_frame_record(result))))
+            messages.append(_WebhookMessage("detections", _dumps(result_record(result, events=False))))
         return messages
 
     def _deliver(self, message: _WebhookMessage) -> None:

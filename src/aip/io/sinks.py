@@ -71,33 +71,44 @@ class JsonLinesSink(_SinkBase):
         self._file = self.path.open("w", encoding="utf-8", buffering=1)
 
     def write(self, result: FrameResult | Gap) -> None:
-        record: dict[str, Any]
-        if isinstance(result, Gap):
-            record = {"stream": redact(result.stream), "frame_id": result.frame_id, "dropped": result.reason}
-        else:
-            detections = result.detections.tolist()
-            for row in detections:
-                row[5] = int(row[5])
-            record = {
-                "stream": redact(result.stream),
-                "frame_id": result.frame_id,
-                "backend": result.backend,
-                "worker": result.worker,
-                "latency_ms": round(result.end_to_end_ms, 3),
-                "inference_ms": round(result.inference_ms, 3),
-                "detections": detections,
-            }
-            names = self.class_names if self.class_names is not None else result.class_names
-            if names is not None:
-                record["names"] = [names[row[5]] if row[5] < len(names) else str(row[5]) for row in detections]
-            if result.track_ids is not None:
-                record["track_ids"] = result.track_ids.tolist()
-            if result.events:
-                record["events"] = [event.to_dict() for event in result.events]
+        record = result_record(result, self.class_names)
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
 
     def close(self) -> None:
         self._file.close()
+
+
+def result_record(result: FrameResult | Gap, class_names: Sequence[str] | None = None, *,
+                  events: bool = True) -> dict[str, Any]:
+    """The JSON record of a result or a gap (:class:`JsonLinesSink` says what
+    it holds); the MQTT and webhook sinks send the same. Stream names redacted."""
+    if isinstance(result, Gap):
+        return {"stream": redact(result.stream), "frame_id": result.frame_id, "dropped": result.reason}
+    detections = result.detections.tolist()
+    for row in detections:
+        row[5] = int(row[5])
+    record: dict[str, Any] = {
+        "stream": redact(result.stream),
+        "frame_id": result.frame_id,
+        "backend": result.backend,
+        "worker": result.worker,
+        "latency_ms": round(result.end_to_end_ms, 3),
+        "inference_ms": round(result.inference_ms, 3),
+        "detections": detections,
+    }
+    names = class_names if class_names is not None else result.class_names
+    if names is not None:
+        record["names"] = [names[row[5]] if row[5] < len(names) else str(row[5]) for row in detections]
+    if result.track_ids is not None:
+        record["track_ids"] = result.track_ids.tolist()
+    if events and result.events:
+        record["events"] = event_records(result)
+    return record
+
+
+def event_records(result: FrameResult) -> list[dict[str, Any]]:
+    """``result``'s events as JSON records, their stream names redacted."""
+    return [{**event.to_dict(), "stream": redact(event.stream)} for event in result.events]
 
 
 # How many past centres a track's trail shows in the annotated video: about
