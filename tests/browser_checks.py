@@ -32,7 +32,7 @@ def find_chromium() -> str | None:
     """The browser's path ($AIP_CHROMIUM first), or None."""
     given = os.environ.get("AIP_CHROMIUM")
     if given:
-        return given
+        return shutil.which(given)
     for name in BINARIES:
         found = shutil.which(name)
         if found:

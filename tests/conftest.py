@@ -16,7 +16,7 @@ TESTS = Path(__file__).resolve().parent
 
 # Each folder's kind, as a marker (registered in pyproject.toml), so that
 # ``-m "not build and not stress"`` is the developer's inner loop.
-FOLDER_MARKS = {"integration": "integration", "stress": "stress", "packaging": "build"}
+FOLDER_MARKS = {"integration": "integration", "stress": "stress", "packaging": "build", "browser": "browser"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

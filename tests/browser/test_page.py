@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,7 +54,9 @@ class AipRun:
     def __init__(self, *sources: str) -> None:
         command = [sys.executable, "-m", "aip", "run", *sources, "-b", "sim:0.005", "--fps", "12",
                    "--frames", "100000", "--serve", "127.0.0.1:0", "--token", TOKEN]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # A session of its own: its workers and resource tracker are one process group to reap.
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                        start_new_session=True)
         self.lines: list[str] = []
         self.url: str | None = None
         self._seen = threading.Event()
@@ -62,6 +65,23 @@ class AipRun:
         if not self._seen.wait(START_TIMEOUT_S) or self.url is None:
             self.stop()
             raise AssertionError("aip run did not say its URL:\n" + "".join(self.lines))
+        # Ready (frames flow): the run is past its start-up, and SIGTERM drains it.
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while self.ready() != 200:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise AssertionError("aip run never got ready:\n" + "".join(self.lines))
+            time.sleep(0.1)
+
+    def ready(self) -> int:
+        """/readyz's code (it needs no token)."""
+        assert self.url is not None
+        try:
+            with urllib.request.urlopen(self.url + "readyz", timeout=WAIT_S) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as failure:
+            with failure:
+                return int(failure.code)
 
     def _read(self) -> None:
         assert self.process.stderr is not None
@@ -91,6 +111,16 @@ class AipRun:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(WAIT_S)
+        # What it started ends with it; whatever is left of its group after
+        # a grace period (an orphaned worker) is killed, never left running.
+        deadline = time.monotonic() + WAIT_S / 3
+        try:
+            while time.monotonic() < deadline:
+                os.killpg(self.process.pid, 0)
+                time.sleep(0.1)
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self._reader.join(WAIT_S)
         if self.process.stderr is not None:
             self.process.stderr.close()
@@ -108,6 +138,7 @@ def run() -> Iterator[AipRun]:
 
 @pytest.fixture()
 def browser(tmp_path: Path) -> Iterator[Chromium]:
+    """The browser (asked for before the run, so that a missing one skips at once)."""
     with Chromium(chromium_or_skip(), tmp_path / "profile") as opened:
         yield opened
 
@@ -137,7 +168,7 @@ def wait_for_tiles(browser: Chromium, names: set[str]) -> dict[str, dict[str, An
     raise AssertionError(f"tiles {sorted(shown)} (want {sorted(names)}): {shown}")
 
 
-def test_three_live_tiles_a_fourth_added_and_one_removed(run: AipRun, browser: Chromium,
+def test_three_live_tiles_a_fourth_added_and_one_removed(browser: Chromium, run: AipRun,
                                                          tmp_path: Path) -> None:
     assert run.url is not None
     browser.open(run.url + f"?token={TOKEN}")
@@ -196,7 +227,7 @@ def test_three_live_tiles_a_fourth_added_and_one_removed(run: AipRun, browser: C
     assert "Traceback" not in "".join(run.lines)
 
 
-def test_the_page_without_its_token_gets_nothing(run: AipRun, browser: Chromium) -> None:
+def test_the_page_without_its_token_gets_nothing(browser: Chromium, run: AipRun) -> None:
     assert run.url is not None
     browser.open(run.url)
     browser.wait_for("document.body && document.body.innerText.includes('token')")

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import socket
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -412,6 +414,27 @@ def test_serve_is_refused_with_a_cluster() -> None:
     args = argparse.Namespace(cluster_mode="streams")
     with pytest.raises(UsageError, match="--serve"):
         check_cluster_flags(args, {"serve"}, [])
+
+
+def test_a_config_file_takes_serve_and_token(tmp_path: Path) -> None:
+    from aip.app.cli import build_parser
+    from aip.app.config import apply
+
+    config = tmp_path / "aip.toml"
+    config.write_text('serve = "0.0.0.0:8080"\ntoken = "from-the-file"\n')
+    argv = ["run", "--config", str(config)]
+    args = apply(build_parser().parse_args(argv), argv, build_parser)
+    assert args.serve == ("0.0.0.0", 8080) and args.token == "from-the-file"
+
+
+def test_without_the_web_extra_the_error_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aip.app.web.server import WebUnavailable, require_web
+    from aip.errors import EXIT_BACKEND, exit_code
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    with pytest.raises(WebUnavailable, match=r"pip install 'aip\[web\]'") as raised:
+        require_web()
+    assert isinstance(raised.value, ImportError) and exit_code(raised.value) == EXIT_BACKEND
 
 
 @pytest.mark.parametrize("text, address", [

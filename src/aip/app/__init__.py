@@ -5,6 +5,7 @@
 - :mod:`aip.app.config`: ``aip.toml`` -> the same options as the flags;
 - :mod:`aip.app.doctor`: versions, devices, ``/dev/shm`` and stale segments;
 - :mod:`aip.app.observe`: the live table, ``/metrics`` and ``/healthz``.
+- :mod:`aip.app.web`: ``--serve``, the live page and its REST API.
 
 The top layer: it may import every other part of aip, and nothing
 imports it.

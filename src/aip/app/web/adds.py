@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,8 +71,7 @@ class StreamAdds:
         with self._lock:
             return dict(self.opening), dict(self.failed)
 
-    def start(self, pipeline: Pipeline, name: str, source: str | int, options: dict[str, Any],
-              on_done: Callable[[str], None]) -> None:
+    def start(self, pipeline: Pipeline, name: str, source: str | int, options: dict[str, Any]) -> None:
         """Open and add the stream in a thread; BadRequest(429) when too many are opening."""
         with self._lock:
             if len(self.opening) >= self.max_opening:
@@ -80,13 +79,12 @@ class StreamAdds:
                                  "them (GET /api/streams) and try again")
             self.failed.pop(name, None)
             self.opening[name] = {"source": redact(str(source)), "since": time.time(), **options}
-            thread = threading.Thread(target=self._add, args=(pipeline, name, source, options, on_done),
+            thread = threading.Thread(target=self._add, args=(pipeline, name, source, options),
                                       name=f"aip-web-add-{name}", daemon=True)
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
 
-    def _add(self, pipeline: Pipeline, name: str, source: str | int, options: dict[str, Any],
-             on_done: Callable[[str], None]) -> None:
+    def _add(self, pipeline: Pipeline, name: str, source: str | int, options: dict[str, Any]) -> None:
         try:
             pipeline.add_stream(source, name=name, **options)
         except Exception as failure:  # noqa: BLE001 - any failure to open is the stream's state
@@ -110,7 +108,6 @@ class StreamAdds:
                 pipeline.remove_stream(name)
             except KeyError:
                 pass
-        on_done(name)
 
     def discard(self, name: str) -> bool:
         """Forget a failed stream, or remove one still opening once it is open. False: unknown."""

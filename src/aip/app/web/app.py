@@ -28,7 +28,6 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from aip.app.observe import HEALTH_CODES, PipelineCollector, health, observed_state
 from aip.app.web.adds import BadRequest, StreamAdds, stream_request
 from aip.app.web.live import EVENTS_KEPT, LiveView
-from aip.io.credentials import redact, redacted_names, stream_name
+from aip.io.credentials import redact, redacted_names
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
@@ -342,7 +341,7 @@ class WebService:
         taken = set(known) | set(known.values()) | self.adds.names()
         try:
             name, source, options = stream_request(body, taken)
-            self.adds.start(pipeline, name, source, options, on_done=lambda _: None)
+            self.adds.start(pipeline, name, source, options)
         except BadRequest as refused:
             return error(refused.status_code, refused.message)
         location = f"api/streams/{quote(redact(name), safe='')}"
@@ -371,7 +370,7 @@ class WebService:
 
     async def get_snapshot(self, request: Request) -> Response:
         name = self._stream_name(request)
-        tile = await run_in_threadpool(self.live.tile, name)
+        tile = self.live.cached_tile(name) or await run_in_threadpool(self.live.tile, name)
         if tile is None:
             shown = request.path_params["name"]
             known = name in self._known(self.pipeline()).values() or name in self.adds.names()
@@ -396,7 +395,7 @@ class WebService:
         period = 1.0 / self.live.tile_fps
         while not self.closing.is_set():
             started = time.monotonic()
-            tile = await run_in_threadpool(self.live.tile, name)
+            tile = self.live.cached_tile(name) or await run_in_threadpool(self.live.tile, name)
             if tile is None:
                 return
             if tile.serial != serial:
@@ -424,8 +423,7 @@ class WebService:
     async def get_readyz(self, request: Request) -> Response:
         """200 while frames flow (ready, or backpressure: load, not failure), as
         /healthz of --metrics-port; 503 and why otherwise. Names nothing."""
-        pipeline = self.pipeline()
-        code, body = await run_in_threadpool(health, pipeline)
+        code, body = health(self.pipeline())  # a status() and a few counters: cheap
         return json_response({"state": body["state"], "reason": body["reason"]},
                              code if code in HEALTH_CODES.values() else 503)
 
