@@ -81,3 +81,28 @@ def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == 143
+
+
+@pytest.mark.parametrize("delay_s", [0.8, 2.0])
+def test_sigterm_while_starting_leaves_nothing_behind(tmp_path: Path, delay_s: float) -> None:
+    """Before frames flow (workers spawning, loading, calibrating) SIGTERM stops
+    everything that was started: no orphan worker or resource tracker, no segment."""
+    from aip import segments
+    from cli_checks import MARK, _processes_marked
+
+    mark = f"sigterm-start-{delay_s}-{os.getpid()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aip", "run", "synthetic:64x48", "-b", "sim:0.004", "-b", "sim:0.004",
+         "--frames", "100000", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, MARK: mark})
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    # 143 from aip's handler; -15 if the signal came before Python had even loaded aip
+    assert proc.returncode in (143, -signal.SIGTERM), err
+    assert "Traceback" not in err, err
+    deadline = time.monotonic() + 10
+    while _processes_marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _processes_marked(mark), f"left running after SIGTERM: {_processes_marked(mark)}"
+    assert not [s.name for s in segments.list_segments() if s.creator_pid == proc.pid]

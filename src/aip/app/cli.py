@@ -973,6 +973,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_log_redaction()  # what aip logs names sources: never with their passwords
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         if args.command == "run":  # which flags were given, for checks that a default cannot fool
             from aip.app.config import given_on_command_line
@@ -986,6 +987,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aip: interrupted", file=sys.stderr)
         return exit_code(KeyboardInterrupt())
+    except _Terminated:
+        print("aip: SIGTERM before the run started: stopped, nothing left running", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except Exception as error:  # every error ends as one line and its documented code
         # Redacted: a source's error quotes its URL, password and all.
         print(f"aip: error: {redact(_describe(error))}", file=sys.stderr)
@@ -995,6 +999,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             # a worker's own traceback is in the message, printed here too
             print(redact(traceback.format_exc()), end="", file=sys.stderr)
         return exit_code(error)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+    """SIGTERM while a command starts (workers loading, calibration): unwinds
+    like Ctrl-C, so that what was started is stopped and its shared memory
+    removed. Once frames flow, the run drains instead (_DrainOnSignals)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 # What a person can act on; anything else is a bug in aip, reported as one.

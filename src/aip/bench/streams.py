@@ -309,8 +309,10 @@ def run_sim(seconds: float, warmup_s: float, *, streams: int = SIM_STREAMS, fps:
     specs = [BackendSpec("sim", {"latency_s": latency_s, "boxes": TRACKED_BOXES if tracked else 0})
              for _ in range(workers)]
     height, width = IMGSZ
-    regions: dict[str, Any] = ({"track": "bytetrack.yaml", "lines": [Line("door", (40.0, 0.0), (40.0, float(height)))],
-                                "zones": [Zone("left", ((0.0, 0.0), (40.0, 0.0), (40.0, float(height)), (0.0, float(height))))]}
+    # The first column of sim boxes drifts across x = 31.5 and back every 16 frames.
+    edge, bottom = 31.5, float(height)
+    regions: dict[str, Any] = ({"track": "bytetrack.yaml", "lines": [Line("door", (edge, 0.0), (edge, bottom))],
+                                "zones": [Zone("left", ((0.0, 0.0), (edge, 0.0), (edge, bottom), (0.0, bottom)))]}
                                if tracked else {})
     # Each stream's source ends a little after the window: the run ends by itself.
     count = int(fps * (warmup_s + seconds + 1.0))
