@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,7 @@ def sample_video(count: int = 120, cache_dir: Path | None = None) -> Path:
     kind = "photos" if ultralytics_asset("bus.jpg") else "shapes"
     path = directory / f"sample-{kind}-{count}-{VIDEO_HW[1]}x{VIDEO_HW[0]}.mp4"
     if not path.exists():
-        partial = path.with_suffix(f".{os.getpid()}.mp4")
+        partial = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.mp4")  # per opener: two may race
         make_video(partial, count)
         os.replace(partial, path)  # never a half-written sample for another process
     return path
