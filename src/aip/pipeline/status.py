@@ -33,7 +33,7 @@ def snapshot(pool: WorkerPool, metrics: Metrics, streams: Sequence[Stream], runn
         "frames_late": metrics.frames_late,
         "slots": None,
         "workers": [
-            {"label": w.label, "device": w.device, "alive": w.alive,
+            {"label": w.label, "device": w.device, "alive": w.alive, "left_out": w.retired,
              "frames": metrics.backends[w.label].frames if w.label in metrics.backends else 0}
             for w in pool.workers
         ],

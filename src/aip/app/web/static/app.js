@@ -70,7 +70,7 @@ function showBackends(workers) {
     }
     row.dataset.alive = worker.alive ? "yes" : "no";
     const label = $('[data-field="label"]', row);
-    setText(label, worker.label + (worker.alive ? "" : " (dead)"));
+    setText(label, worker.label + (worker.alive ? "" : worker.left_out ? " (left out)" : " (dead)"));
     label.title = worker.device;
     for (const field of ["share", "utilisation"]) {
       const cell = $(`[data-field="${field}"]`, row);
