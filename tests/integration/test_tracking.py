@@ -266,3 +266,29 @@ def test_a_dead_tracking_process_is_a_clear_error() -> None:
                     assert pipeline.tracking is not None
                     for remote in pipeline.tracking._remotes:
                         os.kill(remote.process.pid, signal.SIGKILL)
+
+
+def test_a_stream_removed_mid_run_leaves_the_others_tracked() -> None:
+    """remove_stream from another thread (as the REST API does): its tracks go,
+    its frames in flight still come out, the other stream keeps its ids."""
+    import threading
+
+    from aip.pipeline import Pipeline
+
+    def endless() -> Any:
+        while True:
+            yield np.zeros((64, 64, 3), np.uint8)
+
+    frames = [np.zeros((64, 64, 3), np.uint8)] * 80
+    with Pipeline([BackendSpec("sim", {"latency_s": 0.002, "boxes": 2})], track="bytetrack.yaml") as pipeline:
+        pipeline.add_stream(iter(frames), name="stays")
+        pipeline.add_stream(endless(), name="goes")
+        seen: dict[str, list[int]] = {"stays": [], "goes": []}
+        for result in pipeline.run():
+            seen[result.stream].append(result.frame_id)
+            if result.stream == "goes" and result.frame_id == 10:
+                threading.Thread(target=pipeline.remove_stream, args=("goes",)).start()
+            if isinstance(result, FrameResult) and result.stream == "stays":
+                assert result.track_ids is not None
+    assert seen["stays"] == list(range(80))
+    assert seen["goes"] == list(range(len(seen["goes"]))) and len(seen["goes"]) > 10

@@ -85,6 +85,15 @@ class _Remote:
         self.owed: deque[tuple[str, list[Any]]] = deque()
         self.streams = 0
 
+    def send(self, message: tuple[Any, ...]) -> None:
+        try:
+            self.conn.send(message)
+        except OSError:  # BrokenPipeError: the process is gone
+            self.process.join(timeout=1.0)
+            raise TrackingError(
+                f"a tracking process died (exit code {self.process.exitcode}); the ids of its "
+                "streams are lost: run again, or track in the manager (track_in_processes=False)") from None
+
     def close(self) -> None:
         self.conn.close()  # the process's recv ends: it exits
         self.process.join(timeout=2.0)
@@ -113,7 +122,8 @@ class Tracking:
         self._remotes: list[_Remote] = []
         self._owed = 0
         self._counts: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()  # counts() is read from the metrics and web threads
+        self._forgotten: list[str] = []  # removed streams, for the run loop's thread to drop
+        self._lock = threading.Lock()  # counts() and forget() come from other threads
         # perf_counter_ns -> UNIX time for events: one offset (both clocks tick alike over a run).
         self._unix_offset_s = time.time() - time.perf_counter_ns() / 1e9
 
@@ -124,6 +134,8 @@ class Tracking:
         their stream tracks, in order per stream; class names on every result."""
         try:
             for item in items:
+                if self._forgotten:
+                    self._forget_now()
                 if item is None:
                     if self._owed:
                         self._receive(0.0)
@@ -153,7 +165,7 @@ class Tracking:
             self._route(name)
         deadline = time.monotonic() + START_TIMEOUT_S
         for remote in self._remotes:
-            remote.conn.send(("ping", None))
+            remote.send(("ping", None))
             while not remote.conn.poll(0.1):
                 if not remote.process.is_alive():
                     raise TrackingError(f"a tracking process exited at start (exit code "
@@ -167,12 +179,21 @@ class Tracking:
         return REPLY_WAIT_S if self._owed else otherwise
 
     def forget(self, name: str) -> None:
-        """A stream removed: a new stream of that name starts with new tracks."""
-        route = self._routes.pop(name, None)
+        """A stream removed (from any thread): its tracks go. Its frames still
+        in flight come out untracked; the run loop's thread tells its process."""
         with self._lock:
+            self._forgotten.append(name)
             self._counts.pop(name, None)
-        if isinstance(route, _Remote):
-            route.conn.send(("forget", name))
+
+    def _forget_now(self) -> None:
+        """In the run loop's thread, which alone uses the pipes and the routes."""
+        with self._lock:
+            names, self._forgotten = self._forgotten, []
+        for name in names:
+            route = self._routes.get(name)
+            self._routes[name] = None
+            if isinstance(route, _Remote):
+                route.send(("forget", name))
 
     def counts(self) -> dict[str, dict[str, Any]]:
         """Each stream's zone and line counts (:meth:`aip.track.RegionCounter.counts`)."""
@@ -203,9 +224,9 @@ class Tracking:
                 entry[0] = route.update(item, self._unix_offset_s + item.t_capture_ns / 1e9)
         elif isinstance(route, _Remote):
             if isinstance(item, Gap):
-                route.conn.send(("gap", name, item.frame_id))
+                route.send(("gap", name, item.frame_id))
             else:
-                route.conn.send(("frame", name, item.frame_id, item.t_capture_ns,
+                route.send(("frame", name, item.frame_id, item.t_capture_ns,
                                  self._unix_offset_s + item.t_capture_ns / 1e9, item.detections))
                 entry[1] = False
                 route.owed.append((name, entry))
@@ -224,7 +245,7 @@ class Tracking:
                 route = TrackedStream(name, config, options.zones, options.lines, self.class_names)
             else:
                 route = self._remote_for_new_stream()
-                route.conn.send(("open", name, config, options.zones, options.lines, self.class_names))
+                route.send(("open", name, config, options.zones, options.lines, self.class_names))
         self._routes[name] = route
         return route
 
