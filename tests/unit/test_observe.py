@@ -36,8 +36,8 @@ from aip.app.observe import (  # noqa: E402
     observed_state,
 )
 from aip.pipeline import Pipeline  # noqa: E402
+from stream_checks import PATIENCE_S, wait_for
 
-PATIENCE_S = 60.0  # an upper bound for polling on a loaded machine, never a measurement
 
 
 def sim(latency_s: float) -> BackendSpec:
@@ -66,14 +66,6 @@ def value(family: Any, name: str, **labels: str) -> float:
     return float(sample.value)
 
 
-def wait_for(condition: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + PATIENCE_S
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError("the condition never held")
 
 
 def get(url: str) -> tuple[int, str, str]:

@@ -44,8 +44,8 @@ from aip.backends import BackendSpec  # noqa: E402
 from aip.errors import EXIT_USAGE, UsageError  # noqa: E402
 from aip.pipeline import Pipeline, StreamError  # noqa: E402
 from aip.results import FrameResult, Gap, TrackEvent  # noqa: E402
+from stream_checks import PATIENCE_S, wait_for
 
-PATIENCE_S = 60.0  # an upper bound for polling on a loaded machine, never a measurement
 OPEN_TIMEOUT_S = 3.0  # the pipeline's stream timeout: what a dead camera's open takes
 TOKEN = "s3cret-token"
 
@@ -57,14 +57,6 @@ def frames(count: int, shape: tuple[int, int, int] = (96, 128, 3)) -> Iterator[n
         yield frame
 
 
-def wait_for(condition: Callable[[], Any], timeout_s: float = PATIENCE_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError("the condition never held")
 
 
 class Served:
