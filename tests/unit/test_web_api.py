@@ -201,6 +201,25 @@ def test_metrics_are_prometheus_text(client: TestClient) -> None:
     assert {"aip_stream_frames_ordered", "aip_backend_frames", "aip_state", "process_cpu_seconds"} <= families
 
 
+def test_metrics_report_the_remote_sinks_and_the_zones(served: Served) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    class Sink:
+        name = "webhook"
+
+        def stats(self) -> dict[str, Any]:
+            return {"delivered": 7, "dropped": 2, "retries": 3, "failing": True}
+
+    app = served.app(None)
+    app.state.service.collector.sinks = [Sink()]
+    text = TestClient(app).get("/metrics").text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert {"aip_zone_objects", "aip_zone_entries", "aip_line_crossings"} <= set(families)
+    dropped = families["aip_sink_dropped"].samples
+    assert [(s.labels, s.value) for s in dropped if s.name.endswith("_total")] == [({"sink": "webhook"}, 2.0)]
+    assert families["aip_sink_failing"].samples[0].value == 1.0
+
+
 def test_probes_while_frames_flow(client: TestClient) -> None:
     assert client.get("/livez").json() == {"state": "live"}
     ready = wait_for(lambda: (r := client.get("/readyz")).status_code == 200 and r)

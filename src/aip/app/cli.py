@@ -324,8 +324,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             pipeline.add_stream(source, reopen=spec, **options)
         _say(args, _policies_line(pipeline, args.on_full))
         sinks = _open_sinks(args, sources[0], shapes[0])
-        if server is not None:
-            server.collector.sinks = [sink for sink in sinks if hasattr(sink, "stats")]
+        for observer in (server, web):  # both /metrics report the remote sinks
+            if observer is not None:
+                observer.collector.sinks = [sink for sink in sinks if hasattr(sink, "stats")]
         received = _deliver(args, pipeline, sinks + ([web.live] if web is not None else []))
     efficiency = pipeline.metrics.scheduling_efficiency
     if efficiency is not None and efficiency > 1.1:

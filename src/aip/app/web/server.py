@@ -158,6 +158,11 @@ class WebServer:
         self._pipeline = pipeline
 
     @property
+    def collector(self) -> Any:
+        """The Prometheus collector behind ``/metrics`` (``.sinks``: the remote sinks to report)."""
+        return self.app.state.service.collector
+
+    @property
     def port(self) -> int:
         if self._port is None:
             raise RuntimeError("the web server is not started")
