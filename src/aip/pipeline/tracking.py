@@ -42,6 +42,7 @@ DEFAULT_TRACKER = "bytetrack.yaml"
 # Tracked streams per tracking process: 8 cameras at 30 FPS of ~1 ms updates
 # keep a process about a quarter busy; fewer processes would queue, more
 # would only add processes on a machine whose cores run the inference too.
+# Past one process per usable core, streams share the processes there are.
 TRACKED_PER_PROCESS = 8
 # While replies are due, an idle pass of the run loop waits this long for
 # results before it looks for them: about what tracking adds to a result's
@@ -172,7 +173,12 @@ class Tracking:
                                         f"{remote.process.exitcode})")
                 if time.monotonic() > deadline:
                     raise TrackingError(f"a tracking process did not start in {START_TIMEOUT_S:g} s")
-            remote.conn.recv()
+            try:
+                remote.conn.recv()
+            except (EOFError, OSError):
+                remote.process.join(timeout=1.0)
+                raise TrackingError(f"a tracking process exited at start (exit code "
+                                    f"{remote.process.exitcode})") from None
 
     def idle_wait_s(self, otherwise: float) -> float:
         """How long the run loop's idle pass may wait: short while replies are due."""
@@ -250,8 +256,14 @@ class Tracking:
         return route
 
     def _remote_for_new_stream(self) -> _Remote:
+        from aip.backends.base import usable_cores
+
         fewest = min(self._remotes, key=lambda r: r.streams, default=None)
-        if fewest is None or fewest.streams >= TRACKED_PER_PROCESS:
+        # A process per TRACKED_PER_PROCESS streams, no more than there are cores:
+        # each holds ultralytics in memory (hundreds of MB), and 100 cameras at
+        # 2 FPS need a fraction of one core.
+        room = len(self._remotes) < max(1, usable_cores())
+        if fewest is None or (fewest.streams >= TRACKED_PER_PROCESS and room):
             fewest = _Remote(len(self._remotes))
             self._remotes.append(fewest)
         fewest.streams += 1
