@@ -545,10 +545,11 @@ def check_local_flags(args: argparse.Namespace, given: set[str], specs: Sequence
 def _check_tracking_flags(args: argparse.Namespace) -> None:
     """A tracker config that cannot load or a sink URL of the wrong form: an
     error now, before any worker starts."""
-    from aip.io.remote_sinks import _check_webhook_url, _parse_mqtt_url
+    from aip.io.remote_sinks import check_urls
 
-    checks = [("--track", args.track, _load_tracker), ("--mqtt", args.mqtt, _parse_mqtt_url),
-              ("--webhook", args.webhook, _check_webhook_url)]
+    checks = [("--track", args.track, _load_tracker),
+              ("--mqtt", args.mqtt, lambda url: check_urls(url, None)),
+              ("--webhook", args.webhook, lambda url: check_urls(None, url))]
     for flag, value, check in checks:
         if value:
             try:

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from paho.mqtt.reasoncodes import ReasonCode
 
 __all__ = [
-    "DeliveryPolicy", "MqttSink", "QueuedDelivery", "WebhookSink", "open_remote_sinks", "topic_level",
+    "DeliveryPolicy", "MqttSink", "check_urls", "QueuedDelivery", "WebhookSink", "open_remote_sinks", "topic_level",
 ]
 
 log = logging.getLogger(__name__)
@@ -736,6 +736,15 @@ class WebhookSink(QueuedDelivery[_WebhookMessage]):
 
 # ---- for the CLI -----------------------------------------------------------------------------
 
+def check_urls(mqtt: str | None, webhook: str | None) -> None:
+    """ValueError, saying the form expected, for an MQTT or webhook URL that
+    cannot work; nothing connects. For a command line to check before it starts."""
+    if mqtt is not None:
+        _parse_mqtt_url(mqtt)
+    if webhook is not None:
+        _check_webhook_url(webhook)
+
+
 def open_remote_sinks(
     mqtt: str | None,
     webhook: str | None,
@@ -753,12 +762,9 @@ def open_remote_sinks(
     webhook's bearer token; ``qos`` and ``retain`` are MQTT's (build
     :class:`MqttSink` directly for its other options).
     """
-    if mqtt is not None:
-        _parse_mqtt_url(mqtt)
-        if qos not in (0, 1, 2):
-            raise ValueError(f"MQTT QoS must be 0, 1 or 2, got {qos!r}")
-    if webhook is not None:
-        _check_webhook_url(webhook)
+    check_urls(mqtt, webhook)
+    if mqtt is not None and qos not in (0, 1, 2):
+        raise ValueError(f"MQTT QoS must be 0, 1 or 2, got {qos!r}")
     sinks: list[QueuedDelivery[Any]] = []
     try:
         if mqtt is not None:
