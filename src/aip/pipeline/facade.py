@@ -114,8 +114,9 @@ class Pipeline:
     frame order: results then carry ``track_ids``, and the events of the
     stream's ``zones`` and ``lines`` (``add_stream``; they imply tracking).
     ``class_names`` (the model's) name the classes in results and events.
-    Trackers run in tracking processes (one per 8 tracked streams), off the
-    manager's loop; ``track_in_processes=False`` runs them in this one.
+    Trackers run in tracking processes (one per 8 tracked streams, at most
+    one per core), off the manager's loop; ``track_in_processes=False`` runs
+    them in this one.
     """
 
     def __init__(
